@@ -1,0 +1,259 @@
+"""Load a SigLIP checkpoint once per process and share it.
+
+Every estimator that needs the model (image embedder, prompt embedder,
+zero-shot classifier) asks :func:`load_backbone` for it. One copy is kept per
+``(checkpoint, device, dtype)``, so clones made by ``GridSearchCV`` and the
+image and text embedders all share the same weights in memory.
+"""
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelNotAvailableError",
+    "clear_backbone_cache",
+    "load_backbone",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+DEFAULT_MODEL = "StanfordAIMI/XraySigLIP__vit-b-16-siglip-512__webli"
+
+_DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+
+
+class ModelNotAvailableError(OSError):
+    """The checkpoint could not be found locally nor downloaded."""
+
+
+def resolve_device(device="auto"):
+    """Turn a device name into a :class:`torch.device`, checking it exists.
+
+    Parameters
+    ----------
+    device : str or torch.device, default="auto"
+        ``"auto"`` picks CUDA, then MPS, then the CPU. ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` and ``"mps"`` are taken as given, but must be available.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        If the name is not a device, or the device is not available here.
+    """
+    import torch
+
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a device name; use 'auto', 'cpu', "
+            "'cuda', 'cuda:N' or 'mps'."
+        ) from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but CUDA is not available on "
+                "this machine; use device='auto' or 'cpu'."
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was requested but only "
+                f"{torch.cuda.device_count()} CUDA device(s) exist."
+            )
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but MPS is not available on "
+                "this machine; use device='auto' or 'cpu'."
+            )
+    elif resolved.type != "cpu":
+        raise ValueError(
+            f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda', "
+            "'cuda:N' or 'mps'."
+        )
+    return resolved
+
+
+def resolve_dtype(dtype, device):
+    """Turn a dtype name into a :class:`torch.dtype` for ``device``.
+
+    ``"auto"`` is float32 on the CPU (exact, and what most CPUs run fastest
+    without bfloat16 units), bfloat16 on CUDA devices that support it (else
+    float16), and float16 on MPS.
+
+    Parameters
+    ----------
+    dtype : {"auto", "float32", "bfloat16", "float16"} or torch.dtype
+    device : torch.device
+
+    Returns
+    -------
+    torch.dtype
+    """
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPE_NAMES:
+        raise ValueError(f"dtype={dtype!r} is not one of {_DTYPE_NAMES}.")
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "mps":
+            return torch.float16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+@dataclass(eq=False)
+class Backbone:
+    """A loaded SigLIP checkpoint with its preprocessing, on one device.
+
+    Attributes
+    ----------
+    name : str
+        The model id or folder it was loaded from.
+    model : transformers.SiglipModel
+        In evaluation mode, on ``device``, in ``dtype``.
+    device : torch.device
+    dtype : torch.dtype
+    """
+
+    name: str
+    model: object = field(repr=False)
+    device: object
+    dtype: object
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _image_processor: object = field(default=None, repr=False)
+    _tokenizer: object = field(default=None, repr=False)
+
+    @property
+    def image_size(self):
+        """Side of the square input image the vision tower expects."""
+        return self.model.config.vision_config.image_size
+
+    @property
+    def embedding_dim(self):
+        """Size of the image and text embeddings."""
+        return self.model.config.vision_config.hidden_size
+
+    @property
+    def image_processor(self):
+        """The checkpoint's own image processor (loaded on first use)."""
+        with self._lock:
+            if self._image_processor is None:
+                from transformers import AutoImageProcessor
+
+                self._image_processor = _from_pretrained(
+                    AutoImageProcessor, self.name
+                )
+        return self._image_processor
+
+    @property
+    def tokenizer(self):
+        """The checkpoint's own tokenizer (loaded on first use)."""
+        with self._lock:
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = _from_pretrained(AutoTokenizer, self.name)
+        return self._tokenizer
+
+
+_BACKBONES = {}
+_BACKBONES_LOCK = threading.Lock()
+
+
+def _offline_message(name):
+    return (
+        f"Could not load the checkpoint {name!r}: it is not a local folder, it is "
+        "not in the local Hugging Face cache, and it could not be downloaded "
+        "(no network, or HF_HUB_OFFLINE=1). Download it once on a machine with "
+        f"internet access, e.g. `hf download {name} --local-dir DIR`, then pass "
+        "model=DIR (or copy the Hugging Face cache, HF_HOME, to this machine)."
+    )
+
+
+def _from_pretrained(cls, name, **kwargs):
+    """``cls.from_pretrained`` with a clear error when the files are not reachable."""
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except OSError as exc:
+        folder = Path(name)
+        if folder.is_dir():
+            raise ModelNotAvailableError(
+                f"The folder {str(folder)!r} is not a usable checkpoint: {exc}"
+            ) from exc
+        raise ModelNotAvailableError(_offline_message(name)) from exc
+
+
+def _checkpoint_name(model):
+    """Local folders are keyed by absolute path; hub ids are kept as they are."""
+    path = Path(os.fspath(model)).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    return os.fspath(model)
+
+
+def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
+    """Load (or reuse) a SigLIP checkpoint.
+
+    Weights are read from safetensors only and remote code is never run.
+
+    Parameters
+    ----------
+    model : str or path-like, default=DEFAULT_MODEL
+        A Hugging Face model id or a local checkpoint folder.
+    device : str, default="auto"
+        See :func:`resolve_device`.
+    dtype : str, default="auto"
+        See :func:`resolve_dtype`.
+
+    Returns
+    -------
+    Backbone
+        The same object for every call with the same checkpoint, device and
+        dtype in this process.
+
+    Raises
+    ------
+    ModelNotAvailableError
+        If the checkpoint cannot be found or downloaded, or holds no
+        safetensors weights.
+    """
+    resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    name = _checkpoint_name(model)
+    key = (name, str(resolved_device), resolved_dtype)
+    with _BACKBONES_LOCK:
+        backbone = _BACKBONES.get(key)
+        if backbone is None:
+            from transformers import SiglipModel
+
+            siglip = _from_pretrained(
+                SiglipModel, name, use_safetensors=True, dtype=resolved_dtype
+            )
+            siglip.to(resolved_device).eval()
+            siglip.requires_grad_(False)
+            backbone = Backbone(name, siglip, resolved_device, resolved_dtype)
+            _BACKBONES[key] = backbone
+    return backbone
+
+
+def clear_backbone_cache():
+    """Forget every loaded checkpoint, so that its memory can be freed."""
+    with _BACKBONES_LOCK:
+        _BACKBONES.clear()

@@ -1,0 +1,24 @@
+"""Shared fixtures: one tiny random SigLIP checkpoint per test session."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Folder of a tiny random SigLIP checkpoint (32 px, 32-d embeddings)."""
+    from skclipxray.testing import make_tiny_siglip
+
+    return make_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """Folder of the real radiographs and metadata excerpts bundled with the tests."""
+    from pathlib import Path
+
+    return Path(DATA_DIR)

@@ -150,3 +150,151 @@ def make_tiny_siglip(
         path
     )
     return path
+
+
+def make_synthetic_nih(
+    root,
+    *,
+    n_images=120,
+    labels=None,
+    image_size=64,
+    prevalence=0.25,
+    images_per_patient=2,
+    seed=0,
+):
+    """Write a small NIH ChestX-ray14-like data set with a planted signal.
+
+    The folder is laid out as the official download (``images/`` plus
+    ``Data_Entry_2017_v2020.csv``), so every loader and command that takes an
+    NIH root accepts it. Each image is a smooth grey "chest" with noise; each
+    positive label adds a bright blob at a position of its own, so the labels
+    are a known function of the pixels. The pictures are not radiographs: they
+    exist to exercise the workflow, not to measure medicine.
+
+    Parameters
+    ----------
+    root : str or path-like
+        Folder to write; created if missing.
+    n_images : int, default=120
+        Number of images.
+    labels : sequence of str, optional
+        Label names; default: the 14 NIH pathologies.
+    image_size : int, default=64
+        Side of the square images, in pixels.
+    prevalence : float, default=0.25
+        Probability of each label, independently per image.
+    images_per_patient : int, default=2
+        Consecutive images share a patient id (follow-up 0, 1, ...).
+    seed : int, default=0
+
+    Returns
+    -------
+    metadata_path : pathlib.Path
+        The written ``Data_Entry_2017_v2020.csv``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skclipxray.testing import make_synthetic_nih
+    >>> csv = make_synthetic_nih(tempfile.mkdtemp(), n_images=4, image_size=16)
+    >>> csv.name
+    'Data_Entry_2017_v2020.csv'
+    """
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from .labels import NIH_PATHOLOGIES
+
+    labels = list(NIH_PATHOLOGIES if labels is None else labels)
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    image_dir = root / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+
+    yy, xx = np.mgrid[0:image_size, 0:image_size] / image_size
+    background = 90 + 60 * np.exp(-((xx - 0.5) ** 2 + (yy - 0.5) ** 2) / 0.08)
+    # One blob position per label, spread over the image.
+    centres = rng.uniform(0.15, 0.85, size=(len(labels), 2))
+    blobs = np.exp(
+        -((xx[None] - centres[:, :1, None]) ** 2 + (yy[None] - centres[:, 1:, None]) ** 2)
+        / 0.004
+    )
+    Y = rng.random((n_images, len(labels))) < prevalence
+
+    rows = []
+    for i in range(n_images):
+        pixels = background + 120 * blobs[Y[i]].sum(axis=0)
+        pixels += rng.normal(0, 12, size=pixels.shape)
+        patient, follow_up = divmod(i, images_per_patient)
+        name = f"{patient + 1:08d}_{follow_up:03d}.png"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(image_dir / name)
+        findings = "|".join(label for label, on in zip(labels, Y[i]) if on)
+        rows.append(
+            {
+                "Image Index": name,
+                "Finding Labels": findings or "No Finding",
+                "Follow-up #": follow_up,
+                "Patient ID": patient + 1,
+                "Patient Age": int(rng.integers(20, 80)),
+                "Patient Gender": "MF"[int(rng.integers(0, 2))],
+                "View Position": "PA" if rng.random() < 0.6 else "AP",
+                "OriginalImage[Width": image_size,
+                "Height]": image_size,
+                "OriginalImagePixelSpacing[x": 0.143,
+                "y]": 0.143,
+            }
+        )
+    metadata_path = root / "Data_Entry_2017_v2020.csv"
+    pd.DataFrame(rows).to_csv(metadata_path, index=False)
+    return metadata_path
+
+
+TINY = "tiny"
+"""Model name that selects the tiny random checkpoint in demos and examples."""
+
+
+def _tiny_checkpoint_dir():
+    import os
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    folder = cache / "skclipxray" / "tiny-siglip-seed0"
+    if not (folder / "model.safetensors").exists():
+        make_tiny_siglip(folder, seed=0)
+    return folder
+
+
+def demo_model(model=None):
+    """Choose the checkpoint for the demo and the examples.
+
+    In order: ``model`` if given, else the ``SKCLIPXRAY_MODEL`` environment
+    variable, else XraySigLIP when it is already in the local Hugging Face
+    cache, else the tiny random checkpoint (written once under
+    ``~/.cache/skclipxray``). The name ``"tiny"`` always selects the tiny one.
+    Nothing here touches the network.
+
+    Parameters
+    ----------
+    model : str or path-like, optional
+
+    Returns
+    -------
+    model : str
+        A model id or local folder for ``model=`` parameters.
+    is_random : bool
+        True when the tiny random checkpoint was chosen: its embeddings carry
+        no medical meaning.
+    """
+    import os
+
+    from ._backbone import DEFAULT_MODEL
+
+    model = model or os.environ.get("SKCLIPXRAY_MODEL")
+    if model is None:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(DEFAULT_MODEL, "config.json")
+        model = DEFAULT_MODEL if isinstance(cached, str) else TINY
+    if str(model) == TINY:
+        return str(_tiny_checkpoint_dir()), True
+    return str(model), False

@@ -4,15 +4,21 @@ from ._backbone import DEFAULT_MODEL, ModelNotAvailableError, load_backbone
 from .embedders import SigLIPImageEmbedder
 from .images import ImageReadError, read_image
 from .labels import NIH_PATHOLOGIES
+from .prompts import DEFAULT_TEMPLATES, NEGATIVE_TEMPLATES, PromptEnsembleEmbedder
+from .zeroshot import ZeroShotClassifier
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DEFAULT_TEMPLATES",
     "ImageReadError",
     "ModelNotAvailableError",
+    "NEGATIVE_TEMPLATES",
     "NIH_PATHOLOGIES",
+    "PromptEnsembleEmbedder",
     "SigLIPImageEmbedder",
+    "ZeroShotClassifier",
     "load_backbone",
     "read_image",
 ]

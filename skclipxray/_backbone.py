@@ -139,6 +139,7 @@ class Backbone:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _image_processor: object = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
+    _compiled_vision_model: object = field(default=None, repr=False)
 
     @property
     def image_size(self):
@@ -172,6 +173,15 @@ class Backbone:
                 self._tokenizer = _from_pretrained(AutoTokenizer, self.name)
         return self._tokenizer
 
+    def compiled_vision_model(self):
+        """The vision tower wrapped by ``torch.compile``, made once and shared."""
+        with self._lock:
+            if self._compiled_vision_model is None:
+                import torch
+
+                self._compiled_vision_model = torch.compile(self.model.vision_model)
+        return self._compiled_vision_model
+
 
 _BACKBONES = {}
 _BACKBONES_LOCK = threading.Lock()
@@ -191,11 +201,12 @@ def _from_pretrained(cls, name, **kwargs):
     """``cls.from_pretrained`` with a clear error when the files are not reachable."""
     try:
         return cls.from_pretrained(name, **kwargs)
-    except OSError as exc:
-        folder = Path(name)
-        if folder.is_dir():
+    except (OSError, ValueError) as exc:
+        # transformers raises OSError for missing files and ValueError for a
+        # config.json it cannot make sense of.
+        if Path(name).is_dir() or isinstance(exc, ValueError):
             raise ModelNotAvailableError(
-                f"The folder {str(folder)!r} is not a usable checkpoint: {exc}"
+                f"{name!r} is not a usable checkpoint: {exc}"
             ) from exc
         raise ModelNotAvailableError(_offline_message(name)) from exc
 
@@ -206,6 +217,25 @@ def _checkpoint_name(model):
     if path.is_dir():
         return str(path.resolve())
     return os.fspath(model)
+
+
+def _check_full_siglip(name):
+    """Refuse a checkpoint that is not a full SigLIP model (image and text towers).
+
+    ``SiglipModel.from_pretrained`` on a vision-only checkpoint, or on another
+    architecture, does not fail: it silently fills the missing towers with
+    random weights. Reading the configuration first (no weights) prevents that.
+    """
+    from transformers import AutoConfig
+
+    config = _from_pretrained(AutoConfig, name)
+    if config.model_type != "siglip" or getattr(config, "text_config", None) is None:
+        raise ModelNotAvailableError(
+            f"The checkpoint {name!r} is not a full SigLIP model with image and "
+            f"text towers (its configuration is {type(config).__name__}, "
+            f"model_type={config.model_type!r}); skclipxray needs a SiglipModel "
+            "checkpoint such as XraySigLIP."
+        )
 
 
 def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
@@ -231,8 +261,8 @@ def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
     Raises
     ------
     ModelNotAvailableError
-        If the checkpoint cannot be found or downloaded, or holds no
-        safetensors weights.
+        If the checkpoint cannot be found or downloaded, is not a full SigLIP
+        model, or holds no safetensors weights.
     """
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
@@ -243,6 +273,7 @@ def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
         if backbone is None:
             from transformers import SiglipModel
 
+            _check_full_siglip(name)
             siglip = _from_pretrained(
                 SiglipModel, name, use_safetensors=True, dtype=resolved_dtype
             )

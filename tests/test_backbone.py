@@ -48,6 +48,18 @@ def test_pickle_only_checkpoint_is_refused(tiny_model_dir, tmp_path):
         load_backbone(tmp_path, device="cpu")
 
 
+def test_vision_only_checkpoint_is_refused(tmp_path):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    config = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, image_size=32, patch_size=8,
+    )
+    SiglipVisionModel(config).save_pretrained(tmp_path)
+    with pytest.raises(ModelNotAvailableError, match="siglip_vision_model"):
+        load_backbone(tmp_path, device="cpu")
+
+
 def test_folder_without_weights(tmp_path):
     with pytest.raises(ModelNotAvailableError, match=re.escape(str(tmp_path))):
         load_backbone(tmp_path, device="cpu")

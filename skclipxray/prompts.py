@@ -1,0 +1,377 @@
+"""Label names as text embeddings: prompt templates through the SigLIP text tower.
+
+Each label name becomes a phrase (``"Pleural_Thickening"`` -> ``"pleural
+thickening"``), each phrase is written into every template (``"signs of {}"``),
+and each prompt is embedded by the checkpoint's text tower. Following CheXzero's
+prompt ensembling, the template embeddings of a label are L2-normalised,
+averaged and normalised again, giving one unit vector per label.
+"""
+
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+# Private but stable since scikit-learn 1.2; needed to index pandas output by label.
+from sklearn.utils._set_output import _get_output_config
+from sklearn.utils.validation import check_is_fitted
+
+from ._backbone import DEFAULT_MODEL, load_backbone
+from .labels import NIH_PATHOLOGIES, label_to_phrase
+
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "NEGATIVE_TEMPLATES",
+    "PromptEnsembleEmbedder",
+]
+
+#: Templates averaged into one embedding per label (CheXzero-style ensembling).
+DEFAULT_TEMPLATES = (
+    "signs of {}",
+    "indication of {}",
+    "evidence of {}",
+    "presence of {}",
+)
+
+#: Templates stating a finding is absent; pass them as ``negative_templates``
+#: to score each label positive-versus-negative in zero-shot classification.
+NEGATIVE_TEMPLATES = ("no {}", "no evidence of {}")
+
+# Unit-norm float32 embedding of each prompt, keyed by the loaded checkpoint
+# (name, device, dtype), the token length and the prompt text. Module-level so
+# that clones made by GridSearchCV or cross_validate never re-run the text tower.
+_TEXT_EMBEDDINGS = {}
+_TEXT_EMBEDDINGS_LOCK = threading.Lock()
+
+
+def _check_templates(templates, name):
+    """Return ``templates`` as a tuple of format strings with one ``{}`` each."""
+    if isinstance(templates, str) or not hasattr(templates, "__iter__"):
+        raise TypeError(
+            f"{name} must be a list of format strings such as ['signs of {{}}'], "
+            f"got {templates!r}."
+        )
+    templates = tuple(templates)
+    if not templates:
+        raise ValueError(f"{name} is empty: give at least one template.")
+    for index, template in enumerate(templates):
+        if not isinstance(template, str):
+            raise TypeError(
+                f"{name}[{index}] = {template!r} is not a string."
+            )
+        if "{}" not in template:
+            raise ValueError(
+                f"{name}[{index}] = {template!r} has no '{{}}' placeholder for "
+                "the label phrase."
+            )
+        try:
+            template.format("phrase")
+        except (IndexError, KeyError, ValueError) as exc:
+            raise ValueError(
+                f"{name}[{index}] = {template!r} is not a format string with "
+                f"a single '{{}}' placeholder: {exc}"
+            ) from exc
+    return templates
+
+
+def _check_labels(X, name="X"):
+    """Return the label names in ``X`` as a list (``None``: the NIH pathologies)."""
+    if X is None:
+        return list(NIH_PATHOLOGIES)
+    if isinstance(X, (str, bytes)):
+        raise TypeError(
+            f"{name} must be a list of label names, got the single string "
+            f"{X!r}; wrap it in a list."
+        )
+    try:
+        labels = np.asarray(list(X), dtype=object)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a list of label names, got {type(X).__name__}."
+        ) from None
+    if labels.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1-D list of label names, got an array of shape "
+            f"{labels.shape}."
+        )
+    if labels.size == 0:
+        raise ValueError(
+            f"{name} is an empty list of label names: give at least one."
+        )
+    for index, label in enumerate(labels):
+        if label is None or not str(label).strip():
+            raise ValueError(f"{name}[{index}] = {label!r} is not a label name.")
+    return labels.tolist()
+
+
+def _phrases(labels, mapping):
+    if mapping is not None and not isinstance(mapping, Mapping):
+        raise TypeError(
+            f"phrases must be a mapping from label name to phrase, got "
+            f"{type(mapping).__name__}."
+        )
+    return [label_to_phrase(label, mapping) for label in labels]
+
+
+def _max_text_length(backbone):
+    """Token length prompts are padded to: the tokenizer's, within the model's."""
+    positions = backbone.model.config.text_config.max_position_embeddings
+    # Tokenizers without a stated limit report a huge sentinel value.
+    return min(backbone.tokenizer.model_max_length, positions)
+
+
+def _encode(backbone, prompts, batch_size):
+    """Unit-norm text embeddings of ``prompts``, shape (n_prompts, d), float32.
+
+    Prompts are padded to the model's full length, as SigLIP was trained (its
+    text tower pools the last position), and passed without attention mask, as
+    ``SiglipModel``'s own forward pass does.
+    """
+    import torch
+
+    max_length = _max_text_length(backbone)
+    identity = (backbone.name, str(backbone.device), str(backbone.dtype), max_length)
+    with _TEXT_EMBEDDINGS_LOCK:
+        missing = list(
+            dict.fromkeys(p for p in prompts if (identity, p) not in _TEXT_EMBEDDINGS)
+        )
+    for start in range(0, len(missing), batch_size):
+        batch = missing[start : start + batch_size]
+        tokens = backbone.tokenizer(
+            batch,
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            features = backbone.model.get_text_features(
+                input_ids=tokens["input_ids"].to(backbone.device)
+            ).pooler_output.float()
+            features = torch.nn.functional.normalize(features, dim=-1)
+        with _TEXT_EMBEDDINGS_LOCK:
+            for prompt, vector in zip(batch, features.cpu().numpy()):
+                _TEXT_EMBEDDINGS[identity, prompt] = vector
+    with _TEXT_EMBEDDINGS_LOCK:
+        return np.stack([_TEXT_EMBEDDINGS[identity, p] for p in prompts])
+
+
+def _ensemble(backbone, phrases, templates, batch_size):
+    """One unit vector per phrase: normalised mean of its normalised prompts."""
+    prompts = [template.format(phrase) for phrase in phrases for template in templates]
+    encoded = _encode(backbone, prompts, batch_size).astype(np.float64)
+    mean = encoded.reshape(len(phrases), len(templates), -1).mean(axis=1)
+    norms = np.linalg.norm(mean, axis=1, keepdims=True)
+    return (mean / np.maximum(norms, np.finfo(np.float64).tiny)).astype(np.float32)
+
+
+class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
+    """Embed label names with the text tower of a frozen SigLIP checkpoint.
+
+    Each label name becomes a phrase (``"Pleural_Thickening"`` -> ``"pleural
+    thickening"``, or the phrase given in ``phrases``), the phrase fills every
+    template, and each prompt is encoded by the text tower (padded to the
+    model's maximum length, as SigLIP requires). The prompt embeddings of a
+    label are L2-normalised, averaged over templates and normalised again.
+
+    The checkpoint is the one :class:`~skclipxray.SigLIPImageEmbedder` loads,
+    shared in memory. Prompt embeddings are computed once per checkpoint and
+    prompt in a process, so clones (``GridSearchCV``, ``cross_validate``)
+    reuse them.
+
+    Parameters
+    ----------
+    model : str or path-like, default=DEFAULT_MODEL
+        Hugging Face id or local folder of a SigLIP checkpoint with a text
+        tower.
+    templates : list of str, default=DEFAULT_TEMPLATES
+        Format strings with one ``{}`` for the phrase, e.g. ``"signs of {}"``.
+    negative_templates : list of str, optional
+        Templates stating the finding is absent (e.g. ``NEGATIVE_TEMPLATES``:
+        ``"no {}"``, ``"no evidence of {}"``); their ensembled embeddings are
+        stored in ``negative_embeddings_`` for positive-versus-negative
+        zero-shot scoring.
+    phrases : dict, optional
+        Label name -> phrase, overriding the automatic phrase of those labels.
+    device : str, default="auto"
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` or ``"mps"``.
+    dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
+        Precision of the text tower; embeddings are always float32.
+    batch_size : int, default=64
+        Prompts per forward pass.
+
+    Attributes
+    ----------
+    labels_ : list
+        The label names, in the order of the rows of ``embeddings_``.
+    phrases_ : list of str
+        The phrase written into the templates for each label.
+    embeddings_ : ndarray of shape (n_labels, n_features_out_), float32
+        Unit-norm ensembled prompt embedding of each label.
+    negative_embeddings_ : ndarray of shape (n_labels, n_features_out_), float32
+        The same for ``negative_templates``; only set when they are given.
+    n_features_out_ : int
+        Size of the embeddings.
+    mega_vector_ : ndarray of shape (n_labels * n_features_out_,), float32
+        ``embeddings_`` flattened row by row (label 0 first), the form a
+        fusion head concatenates to image features.
+
+    See Also
+    --------
+    skclipxray.ZeroShotClassifier : Scores images against these embeddings.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skclipxray.prompts import PromptEnsembleEmbedder
+    >>> from skclipxray.testing import make_tiny_siglip
+    >>> checkpoint = make_tiny_siglip(tempfile.mkdtemp())
+    >>> embedder = PromptEnsembleEmbedder(checkpoint, device="cpu")
+    >>> embedder.fit_transform(None).shape  # None: the 14 NIH pathologies
+    (14, 32)
+    >>> embedder.transform(["Mass", "Nodule"]).shape
+    (2, 32)
+    >>> embedder.mega_vector_.shape
+    (448,)
+    >>> embedder.set_output(transform="pandas").transform(["Hernia"]).index[0]
+    'Hernia'
+    """
+
+    def __init__(
+        self,
+        model=DEFAULT_MODEL,
+        *,
+        templates=DEFAULT_TEMPLATES,
+        negative_templates=None,
+        phrases=None,
+        device="auto",
+        dtype="auto",
+        batch_size=64,
+    ):
+        self.model = model
+        self.templates = templates
+        self.negative_templates = negative_templates
+        self.phrases = phrases
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.one_d_array = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.non_deterministic = False
+        return tags
+
+    def _check_params(self):
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ValueError(
+                f"batch_size must be a positive integer, got {self.batch_size!r}."
+            )
+        templates = _check_templates(self.templates, "templates")
+        negative = None
+        if self.negative_templates is not None:
+            negative = _check_templates(self.negative_templates, "negative_templates")
+        return templates, negative
+
+    def _embed(self, phrases, templates):
+        backbone = load_backbone(self.model, device=self.device, dtype=self.dtype)
+        return _ensemble(backbone, phrases, templates, self.batch_size)
+
+    def fit(self, X=None, y=None):
+        """Embed the label names; nothing is trained.
+
+        Parameters
+        ----------
+        X : list of str, optional
+            Label names, e.g. the columns of a label DataFrame. ``None``
+            means the 14 NIH ChestX-ray14 pathologies (``NIH_PATHOLOGIES``).
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        templates, negative = self._check_params()
+        labels = _check_labels(X)
+        self.labels_ = labels
+        self.phrases_ = _phrases(labels, self.phrases)
+        self.embeddings_ = self._embed(self.phrases_, templates)
+        if negative is not None:
+            self.negative_embeddings_ = self._embed(self.phrases_, negative)
+        elif hasattr(self, "negative_embeddings_"):
+            del self.negative_embeddings_
+        self.n_features_out_ = self.embeddings_.shape[1]
+        return self
+
+    def transform(self, X):
+        """Ensembled prompt embedding of each label name.
+
+        Parameters
+        ----------
+        X : list of str or None
+            Label names; ``None`` means the labels given to :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_labels, n_features_out_), float32
+            One unit-norm row per label. With ``set_output(transform="pandas")``
+            a DataFrame indexed by label name.
+        """
+        check_is_fitted(self, "embeddings_")
+        if X is None:
+            labels, embeddings = self.labels_, self.embeddings_.copy()
+        else:
+            templates, _ = self._check_params()
+            labels = _check_labels(X)
+            embeddings = self._embed(_phrases(labels, self.phrases), templates)
+        # The generic pandas wrapper knows no index for a list input: name the
+        # rows by label here.
+        if _get_output_config("transform", self)["dense"] == "pandas":
+            import pandas as pd
+
+            return pd.DataFrame(
+                embeddings,
+                index=pd.Index(labels, name="label"),
+                columns=self.get_feature_names_out(),
+            )
+        return embeddings
+
+    def fit_transform(self, X, y=None):
+        """Fit on the label names and return their embeddings.
+
+        Parameters
+        ----------
+        X : list of str or None
+            Label names; ``None`` means the 14 NIH pathologies.
+        y : ignored
+
+        Returns
+        -------
+        ndarray of shape (n_labels, n_features_out_), float32
+        """
+        return self.fit(X).transform(None)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the embedding dimensions: ``prompt0``, ``prompt1``, ...
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        ndarray of str
+        """
+        check_is_fitted(self, "n_features_out_")
+        return np.asarray(
+            [f"prompt{i}" for i in range(self.n_features_out_)], dtype=object
+        )
+
+    @property
+    def mega_vector_(self):
+        """``embeddings_`` flattened into one (n_labels * d,) float32 vector."""
+        check_is_fitted(self, "embeddings_")
+        return self.embeddings_.reshape(-1)

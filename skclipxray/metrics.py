@@ -1,0 +1,574 @@
+"""Multilabel metrics: a per-label report, bootstrap intervals, scorers, thresholds.
+
+Every number comes from a scikit-learn metric function. Label matrices may be
+DataFrames (their columns name the labels) or arrays with ``labels=`` names.
+A prediction is positive when its score is ``>= threshold``.
+
+ROC AUC and average precision are undefined for a label whose ``Y_true`` column
+has only one class (common for Hernia, 0.2% of ChestX-ray14, in a small split);
+such labels get NaN, with a warning naming them, and macro averages are taken
+over the labels where the metric is defined.
+"""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    f1_score,
+    hamming_loss,
+    make_scorer,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+from sklearn.utils import check_array, check_random_state
+
+__all__ = [
+    "SUMMARY_METRICS",
+    "apply_thresholds",
+    "bootstrap_ci",
+    "multilabel_report",
+    "multilabel_scorers",
+    "tune_thresholds",
+]
+
+
+def _check_label_matrix(Y, labels=None, *, name="Y_true"):
+    """Return ``Y`` as a 0/1 uint8 array of shape (n, L) and the label names."""
+    if isinstance(Y, pd.DataFrame):
+        columns = [str(c) for c in Y.columns]
+        if labels is not None and list(labels) != columns:
+            raise ValueError(
+                f"labels={list(labels)} differ from the columns of {name} {columns}."
+            )
+        labels = columns
+    values = check_array(Y, dtype=None, ensure_2d=True, input_name=name)
+    if labels is None:
+        labels = [f"label_{j}" for j in range(values.shape[1])]
+    labels = [str(label) for label in labels]
+    if len(labels) != values.shape[1]:
+        raise ValueError(
+            f"{name} has {values.shape[1]} columns but {len(labels)} labels were given."
+        )
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Label names must be unique, got {labels}.")
+    bad = np.argwhere((values != 0) & (values != 1))
+    if bad.size:
+        row, col = bad[0]
+        raise ValueError(
+            f"{name}[{row}, {labels[col]!r}] is {values[row, col].item()!r}; labels must be 0 or 1."
+        )
+    return values.astype(np.uint8), labels
+
+
+def _check_scores(Y_score, labels, n_samples, *, name="Y_score"):
+    """Return scores as a float array of shape (n, L), columns in ``labels`` order."""
+    if isinstance(Y_score, pd.DataFrame):
+        columns = [str(c) for c in Y_score.columns]
+        if sorted(columns) != sorted(labels):
+            raise ValueError(f"The columns of {name} {columns} are not the labels {labels}.")
+        Y_score = Y_score.set_axis(columns, axis=1)[labels]
+    scores = check_array(Y_score, dtype=np.float64, input_name=name)
+    if scores.shape != (n_samples, len(labels)):
+        raise ValueError(
+            f"{name} has shape {scores.shape}; expected ({n_samples}, {len(labels)}) "
+            f"like Y_true."
+        )
+    return scores
+
+
+def _check_thresholds(threshold, labels):
+    if isinstance(threshold, (pd.Series, dict)):
+        threshold = pd.Series(threshold, dtype=float)
+        missing = [label for label in labels if label not in threshold.index]
+        if missing:
+            raise ValueError(f"threshold has no value for the label(s) {missing}.")
+        return threshold[labels].to_numpy()
+    thresholds = np.asarray(threshold, dtype=float)
+    if thresholds.ndim == 0:
+        return np.full(len(labels), float(thresholds))
+    if thresholds.shape != (len(labels),):
+        raise ValueError(
+            f"threshold must be a number or one per label ({len(labels)}), "
+            f"got shape {thresholds.shape}."
+        )
+    return thresholds
+
+
+def _defined(y_true, *, need_negatives=True):
+    """Columns where a ranking metric is defined (both classes, or any positive)."""
+    has_positive = y_true.max(axis=0) == 1
+    return has_positive & (y_true.min(axis=0) == 0) if need_negatives else has_positive
+
+
+def _per_label_ranking(metric, y_true, y_score, defined):
+    """``metric`` per label, NaN where it is undefined; one scikit-learn call."""
+    values = np.full(y_true.shape[1], np.nan)
+    columns = np.flatnonzero(defined)
+    if columns.size == 1:
+        values[columns] = metric(y_true[:, columns[0]], y_score[:, columns[0]])
+    elif columns.size > 1:
+        values[columns] = metric(y_true[:, columns], y_score[:, columns], average=None)
+    return values
+
+
+def _nanmean(values):
+    return float(np.mean(values[~np.isnan(values)])) if not np.isnan(values).all() else np.nan
+
+
+def _roc_auc_macro(y_true, y_score):
+    """Mean ROC AUC over the labels whose column has both classes."""
+    y_true = np.asarray(y_true)
+    per_label = _per_label_ranking(roc_auc_score, y_true, np.asarray(y_score), _defined(y_true))
+    return _nanmean(per_label)
+
+
+def _average_precision_macro(y_true, y_score):
+    """Mean average precision over the labels with at least one positive."""
+    y_true = np.asarray(y_true)
+    defined = _defined(y_true, need_negatives=False)
+    per_label = _per_label_ranking(average_precision_score, y_true, np.asarray(y_score), defined)
+    return _nanmean(per_label)
+
+
+#: Names of the summary metrics of :func:`multilabel_report`, in report order.
+SUMMARY_METRICS = (
+    "exact_match",
+    "hamming_loss",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_micro",
+    "recall_micro",
+    "f1_micro",
+    "roc_auc_macro",
+    "average_precision_macro",
+)
+
+
+def _summary(y_true, y_score, y_pred, zero_division, names=SUMMARY_METRICS):
+    """The summary metrics in ``names``, each from scikit-learn's function."""
+    values = {}
+    if "exact_match" in names:
+        values["exact_match"] = accuracy_score(y_true, y_pred)
+    if "hamming_loss" in names:
+        values["hamming_loss"] = hamming_loss(y_true, y_pred)
+    for average in ("macro", "micro"):
+        wanted = [f"{m}_{average}" for m in ("precision", "recall", "f1")]
+        if any(name in names for name in wanted):
+            # One call gives precision, recall and F1 (bootstraps call this often).
+            prf = precision_recall_fscore_support(
+                y_true, y_pred, average=average, zero_division=zero_division
+            )
+            values.update(zip(wanted, (float(v) for v in prf[:3])))
+    if "roc_auc_macro" in names:
+        values["roc_auc_macro"] = _roc_auc_macro(y_true, y_score)
+    if "average_precision_macro" in names:
+        values["average_precision_macro"] = _average_precision_macro(y_true, y_score)
+    return {name: float(values[name]) for name in names}
+
+
+def _warn_undefined(y_true, labels):
+    no_positive = [labels[j] for j in np.flatnonzero(~_defined(y_true, need_negatives=False))]
+    one_class = [labels[j] for j in np.flatnonzero(~_defined(y_true))]
+    if one_class:
+        warnings.warn(
+            f"ROC AUC is undefined (NaN) for {one_class}: Y_true has one class only; "
+            + (f"average precision too for {no_positive} (no positive). " if no_positive else "")
+            + "Macro averages use the other labels.",
+            UndefinedMetricWarning,
+            stacklevel=3,
+        )
+
+
+def multilabel_report(
+    Y_true,
+    Y_score,
+    *,
+    threshold=0.5,
+    labels=None,
+    zero_division=0.0,
+):
+    """Per-label and summary metrics of a multilabel classifier.
+
+    Parameters
+    ----------
+    Y_true : array-like or DataFrame of shape (n_samples, n_labels)
+        0/1 truth; a DataFrame's columns name the labels.
+    Y_score : array-like or DataFrame of shape (n_samples, n_labels)
+        Scores or probabilities, e.g. ``predict_proba``; a DataFrame is
+        matched to ``Y_true`` by column name.
+    threshold : float, array-like of shape (n_labels,), Series or dict, default=0.5
+        A prediction is positive when ``score >= threshold``; per-label values
+        (e.g. from :func:`tune_thresholds`) are matched by name when given as
+        a Series or dict.
+    labels : sequence of str, optional
+        Label names when ``Y_true`` is not a DataFrame.
+    zero_division : float, default=0.0
+        Precision, recall or F1 of a label with nothing predicted or nothing to
+        find; passed to scikit-learn.
+
+    Returns
+    -------
+    per_label : pandas.DataFrame
+        Indexed by label: ``threshold``, ``support`` (positives), ``roc_auc``,
+        ``average_precision``, ``precision``, ``recall``, ``f1``.
+    summary : pandas.Series
+        Indexed by metric, in the order of :data:`SUMMARY_METRICS`:
+        ``exact_match``, ``hamming_loss`` (lower is better), macro and micro
+        ``precision``, ``recall``, ``f1`` (e.g. ``f1_macro``), ``roc_auc_macro``
+        and ``average_precision_macro``. The names are those of the scorers of
+        :func:`multilabel_scorers`.
+
+    See Also
+    --------
+    bootstrap_ci : Confidence intervals of the same metrics, by image or by patient.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> Y = pd.DataFrame({"Mass": [1, 0, 1, 0], "Effusion": [0, 0, 1, 1]})
+    >>> scores = [[0.9, 0.2], [0.3, 0.1], [0.6, 0.7], [0.2, 0.4]]
+    >>> per_label, summary = multilabel_report(Y, scores)
+    >>> per_label["roc_auc"].tolist()
+    [1.0, 1.0]
+    >>> float(summary["hamming_loss"])
+    0.125
+    """
+    y_true, labels = _check_label_matrix(Y_true, labels)
+    y_score = _check_scores(Y_score, labels, len(y_true))
+    thresholds = _check_thresholds(threshold, labels)
+    y_pred = (y_score >= thresholds).astype(np.uint8)
+    _warn_undefined(y_true, labels)
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, average=None, zero_division=zero_division
+    )
+    per_label = pd.DataFrame(
+        {
+            "threshold": thresholds,
+            "support": support,
+            "roc_auc": _per_label_ranking(roc_auc_score, y_true, y_score, _defined(y_true)),
+            "average_precision": _per_label_ranking(
+                average_precision_score, y_true, y_score, _defined(y_true, need_negatives=False)
+            ),
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+        },
+        index=pd.Index(labels, name="label"),
+    )
+    summary = pd.Series(
+        _summary(y_true, y_score, y_pred, zero_division), name="value", dtype=float
+    ).rename_axis("metric")
+    return per_label, summary
+
+
+def _bootstrap_indices(n_samples, groups, rng):
+    """Row indices of one bootstrap replicate; whole groups when groups are given."""
+    if groups is None:
+        return rng.randint(0, n_samples, n_samples)
+    codes, uniques = pd.factorize(groups)
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=len(uniques))
+    starts = np.cumsum(counts) - counts
+    chosen = rng.randint(0, len(uniques), len(uniques))
+    lengths = counts[chosen]
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return order[np.repeat(starts[chosen], lengths) + offsets]
+
+
+def bootstrap_ci(
+    Y_true,
+    Y_score,
+    metric="roc_auc_macro",
+    *,
+    threshold=0.5,
+    labels=None,
+    zero_division=0.0,
+    n_boot=1000,
+    groups=None,
+    confidence=0.95,
+    random_state=None,
+):
+    """Percentile bootstrap confidence intervals of multilabel metrics.
+
+    Parameters
+    ----------
+    Y_true, Y_score : array-like or DataFrame of shape (n_samples, n_labels)
+        As in :func:`multilabel_report`.
+    metric : str, list of str or callable, default="roc_auc_macro"
+        Names from :data:`SUMMARY_METRICS` (``SUMMARY_METRICS`` itself for all
+        of :func:`multilabel_report`'s summary), or ``f(y_true, y_score)``
+        returning a float or a dict of floats (arrays with labels in
+        ``Y_true`` order).
+    threshold : float, array-like, Series or dict, default=0.5
+        Decision threshold(s) for the metrics that need predictions.
+    labels : sequence of str, optional
+        Label names when ``Y_true`` is not a DataFrame.
+    zero_division : float, default=0.0
+        Passed to scikit-learn's precision, recall and F1.
+    n_boot : int, default=1000
+        Number of replicates.
+    groups : array-like of shape (n_samples,), optional
+        Patient ids. When given, each replicate draws patients with
+        replacement and takes all their images, so images of one patient
+        never count as independent evidence.
+    confidence : float, default=0.95
+        Level of the interval.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the resampling.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by metric: ``value`` (on all the data), ``ci_low``,
+        ``ci_high`` and ``n_valid`` (replicates where the metric is defined).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.RandomState(0)
+    >>> Y = rng.randint(0, 2, size=(60, 3))
+    >>> scores = Y * 0.5 + rng.rand(60, 3) * 0.6
+    >>> ci = bootstrap_ci(Y, scores, "roc_auc_macro", n_boot=50, random_state=0)
+    >>> bool(ci.loc["roc_auc_macro", "ci_low"] <= ci.loc["roc_auc_macro", "ci_high"])
+    True
+    """
+    y_true, labels = _check_label_matrix(Y_true, labels)
+    y_score = _check_scores(Y_score, labels, len(y_true))
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}.")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (len(y_true),):
+            raise ValueError(f"groups has shape {groups.shape}; expected ({len(y_true)},).")
+    compute = _metric_function(metric, _check_thresholds(threshold, labels), zero_division)
+
+    value = compute(y_true, y_score)
+    rng = check_random_state(random_state)
+    replicates = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for _ in range(n_boot):
+            rows = _bootstrap_indices(len(y_true), groups, rng)
+            replicates.append(compute(y_true[rows], y_score[rows]))
+    replicates = pd.DataFrame(replicates, columns=list(value), dtype=float)
+    alpha = (1 - confidence) / 2
+    return pd.DataFrame(
+        {
+            "value": pd.Series(value, dtype=float),
+            "ci_low": replicates.quantile(alpha),
+            "ci_high": replicates.quantile(1 - alpha),
+            "n_valid": replicates.notna().sum(),
+        }
+    ).rename_axis("metric")
+
+
+def _metric_function(metric, thresholds, zero_division):
+    """Wrap ``metric`` as ``f(y_true, y_score) -> dict``."""
+    if callable(metric):
+        name = getattr(metric, "__name__", "metric")
+
+        def compute(y_true, y_score):
+            result = metric(y_true, y_score)
+            return dict(result) if isinstance(result, (dict, pd.Series)) else {name: result}
+
+        return compute
+    names = [metric] if isinstance(metric, str) else list(metric)
+    unknown = [name for name in names if name not in SUMMARY_METRICS]
+    if unknown or not names:
+        raise ValueError(
+            f"Unknown metric(s) {unknown}; use a callable or one of {list(SUMMARY_METRICS)}."
+        )
+
+    def compute(y_true, y_score):
+        y_pred = (y_score >= thresholds).astype(np.uint8)
+        return _summary(y_true, y_score, y_pred, zero_division, names)
+
+    return compute
+
+
+def multilabel_scorers(zero_division=0.0):
+    """Scorers for ``GridSearchCV(scoring=...)`` and ``cross_validate(scoring=...)``.
+
+    GridSearchCV's default score on multilabel targets is the exact match
+    ratio, near 0 for 14 labels: pass these instead. All are "greater is
+    better"; Hamming loss is negated (``neg_hamming_loss``), as scikit-learn
+    does for its losses. The ranking scores use ``predict_proba`` (or
+    ``decision_function``) of shape ``(n_samples, n_labels)``, or
+    scikit-learn's list of ``(n_samples, 2)`` arrays, and average over the
+    labels where they are defined, so a fold without Hernia still scores.
+
+    Parameters
+    ----------
+    zero_division : float, default=0.0
+        Passed to scikit-learn's precision, recall and F1.
+
+    Returns
+    -------
+    dict of str to scorer
+        ``exact_match``, ``neg_hamming_loss``, ``f1_macro``, ``f1_micro``,
+        ``precision_macro``, ``recall_macro``, ``roc_auc_macro``,
+        ``average_precision_macro``.
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import cross_validate
+    >>> from sklearn.neighbors import KNeighborsClassifier
+    >>> import numpy as np
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.rand(40, 3)
+    >>> Y = (X[:, :2] > 0.5).astype(int)
+    >>> scores = cross_validate(KNeighborsClassifier(3), X, Y, cv=2,
+    ...                         scoring=multilabel_scorers())
+    >>> sorted(k for k in scores if k.startswith("test_"))[:3]
+    ['test_average_precision_macro', 'test_exact_match', 'test_f1_macro']
+    """
+    ranking = ("predict_proba", "decision_function")
+    return {
+        "exact_match": make_scorer(accuracy_score),
+        "neg_hamming_loss": make_scorer(hamming_loss, greater_is_better=False),
+        "f1_macro": make_scorer(f1_score, average="macro", zero_division=zero_division),
+        "f1_micro": make_scorer(f1_score, average="micro", zero_division=zero_division),
+        "precision_macro": make_scorer(
+            precision_score, average="macro", zero_division=zero_division
+        ),
+        "recall_macro": make_scorer(recall_score, average="macro", zero_division=zero_division),
+        "roc_auc_macro": make_scorer(_roc_auc_macro, response_method=ranking),
+        "average_precision_macro": make_scorer(_average_precision_macro, response_method=ranking),
+    }
+
+
+_THRESHOLD_METRICS = {"f1": f1_score}
+
+
+def tune_thresholds(
+    Y_true, Y_score, *, metric="f1", labels=None, default=0.5, max_candidates=256
+):
+    """Per-label decision thresholds that maximise a metric on validation data.
+
+    A 0.5 threshold almost never predicts a rare label (Hernia is 0.2% of
+    ChestX-ray14); tune on a validation set, then pass the result as
+    ``threshold=`` to :func:`multilabel_report` or :func:`apply_thresholds`.
+    The candidates are the label's distinct scores, so the validation
+    predictions ``score >= threshold`` are the best any threshold gives.
+
+    Parameters
+    ----------
+    Y_true, Y_score : array-like or DataFrame of shape (n_samples, n_labels)
+        Validation truth and scores.
+    metric : "f1" or callable, default="f1"
+        ``"f1"`` is computed for all candidates at once from
+        :func:`sklearn.metrics.precision_recall_curve`. A callable
+        ``f(y_true, y_pred) -> float`` (higher is better, e.g.
+        ``sklearn.metrics.balanced_accuracy_score``) is evaluated at every
+        distinct score, or at ``max_candidates`` quantiles of them.
+    labels : sequence of str, optional
+        Label names when ``Y_true`` is not a DataFrame.
+    default : float, default=0.5
+        Threshold of a label without any positive in ``Y_true`` (with a warning).
+    max_candidates : int or None, default=256
+        With a callable ``metric``, the most thresholds tried per label
+        (evenly spaced quantiles of the distinct scores); ``None`` tries them
+        all. Each try is one call of ``metric``.
+
+    Returns
+    -------
+    pandas.Series
+        Threshold per label, indexed by label name.
+
+    Examples
+    --------
+    >>> Y = [[1], [1], [0], [0]]
+    >>> scores = [[0.30], [0.20], [0.10], [0.05]]
+    >>> tune_thresholds(Y, scores, labels=["Hernia"]).tolist()
+    [0.2]
+    """
+    y_true, labels = _check_label_matrix(Y_true, labels)
+    y_score = _check_scores(Y_score, labels, len(y_true))
+    if isinstance(metric, str):
+        if metric not in _THRESHOLD_METRICS:
+            raise ValueError(f"metric must be 'f1' or a callable, got {metric!r}.")
+    elif not callable(metric):
+        raise ValueError(f"metric must be 'f1' or a callable, got {metric!r}.")
+
+    thresholds = np.full(len(labels), float(default))
+    no_positive = []
+    for j, label in enumerate(labels):
+        y, s = y_true[:, j], y_score[:, j]
+        if not y.any():
+            no_positive.append(label)
+            continue
+        if metric == "f1":
+            precision, recall, candidates = precision_recall_curve(y, s)
+            # The last point (precision 1, recall 0) has no threshold.
+            precision, recall = precision[:-1], recall[:-1]
+            denominator = precision + recall
+            values = np.divide(
+                2 * precision * recall, denominator, out=np.zeros_like(denominator),
+                where=denominator > 0,
+            )
+        else:
+            candidates = np.unique(s)
+            if max_candidates is not None and len(candidates) > max_candidates:
+                candidates = np.unique(
+                    np.quantile(candidates, np.linspace(0, 1, max_candidates), method="nearest")
+                )
+            values = np.array([metric(y, (s >= t).astype(np.uint8)) for t in candidates])
+        thresholds[j] = candidates[np.argmax(values)]
+    if no_positive:
+        warnings.warn(
+            f"No positive in Y_true for {no_positive}; their threshold is {default}.",
+            UndefinedMetricWarning,
+            stacklevel=2,
+        )
+    return pd.Series(thresholds, index=pd.Index(labels, name="label"), name="threshold")
+
+
+def apply_thresholds(Y_score, thresholds, *, labels=None):
+    """Turn scores into 0/1 predictions with per-label thresholds.
+
+    Parameters
+    ----------
+    Y_score : array-like or DataFrame of shape (n_samples, n_labels)
+        Scores; a DataFrame's columns name the labels.
+    thresholds : float, array-like, Series or dict
+        Positive when ``score >= threshold``; a Series or dict is matched by name.
+    labels : sequence of str, optional
+        Label names when ``Y_score`` is not a DataFrame (needed to match a
+        Series or dict).
+
+    Returns
+    -------
+    ndarray or DataFrame of uint8
+        A DataFrame (same index and columns) when ``Y_score`` is one.
+
+    Examples
+    --------
+    >>> apply_thresholds([[0.3, 0.6], [0.1, 0.4]], [0.2, 0.5])
+    array([[1, 1],
+           [0, 0]], dtype=uint8)
+    """
+    if isinstance(Y_score, pd.DataFrame):
+        labels = [str(c) for c in Y_score.columns]
+    scores = check_array(Y_score, dtype=np.float64, input_name="Y_score")
+    if labels is None:
+        labels = [f"label_{j}" for j in range(scores.shape[1])]
+    if len(labels) != scores.shape[1]:
+        raise ValueError(
+            f"Y_score has {scores.shape[1]} columns but {len(labels)} labels were given."
+        )
+    predictions = (scores >= _check_thresholds(thresholds, list(labels))).astype(np.uint8)
+    if isinstance(Y_score, pd.DataFrame):
+        return pd.DataFrame(predictions, index=Y_score.index, columns=Y_score.columns)
+    return predictions

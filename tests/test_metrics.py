@@ -1,0 +1,382 @@
+"""Multilabel metrics against scikit-learn's own functions on the same input."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    hamming_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+from sklearn.model_selection import GridSearchCV, KFold, cross_validate
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+
+from skclipxray.metrics import (
+    SUMMARY_METRICS,
+    apply_thresholds,
+    bootstrap_ci,
+    multilabel_report,
+    multilabel_scorers,
+    tune_thresholds,
+)
+
+LABELS = ["Atelectasis", "Effusion", "Mass", "Pneumonia", "Hernia"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Truth with common and rare labels, and informative, imperfect scores."""
+    rng = np.random.RandomState(0)
+    prevalence = np.array([0.4, 0.25, 0.1, 0.05, 0.03])
+    y = (rng.rand(400, len(LABELS)) < prevalence).astype(int)
+    y[:2, -1] = 1  # the rare label has positives
+    scores = 1 / (1 + np.exp(-(2.0 * y - 1.5 + rng.randn(*y.shape))))
+    return pd.DataFrame(y, columns=LABELS), pd.DataFrame(scores, columns=LABELS)
+
+
+def test_per_label_metrics_equal_sklearn(data):
+    Y, S = data
+    per_label, _ = multilabel_report(Y, S, threshold=0.5)
+
+    assert per_label.index.tolist() == LABELS
+    for label in LABELS:
+        y, s = Y[label], S[label]
+        pred = (s >= 0.5).astype(int)
+        row = per_label.loc[label]
+        assert row["roc_auc"] == pytest.approx(roc_auc_score(y, s))
+        assert row["average_precision"] == pytest.approx(average_precision_score(y, s))
+        assert row["precision"] == pytest.approx(precision_score(y, pred, zero_division=0))
+        assert row["recall"] == pytest.approx(recall_score(y, pred))
+        assert row["f1"] == pytest.approx(f1_score(y, pred))
+        assert row["support"] == y.sum()
+        assert row["threshold"] == 0.5
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_summary_metrics_equal_sklearn(data, threshold):
+    Y, S = data
+    _, summary = multilabel_report(Y, S, threshold=threshold)
+    pred = (S >= threshold).astype(int)
+
+    expected = {
+        "exact_match": accuracy_score(Y, pred),
+        "hamming_loss": hamming_loss(Y, pred),
+        "precision_macro": precision_score(Y, pred, average="macro", zero_division=0),
+        "recall_macro": recall_score(Y, pred, average="macro", zero_division=0),
+        "f1_macro": f1_score(Y, pred, average="macro", zero_division=0),
+        "precision_micro": precision_score(Y, pred, average="micro", zero_division=0),
+        "recall_micro": recall_score(Y, pred, average="micro", zero_division=0),
+        "f1_micro": f1_score(Y, pred, average="micro", zero_division=0),
+        "roc_auc_macro": roc_auc_score(Y, S, average="macro"),
+        "average_precision_macro": average_precision_score(Y, S, average="macro"),
+    }
+    assert summary.index.tolist() == list(SUMMARY_METRICS) == list(expected)
+    for name, value in expected.items():
+        assert summary[name] == pytest.approx(value), name
+
+
+def test_labels_are_matched_by_name(data):
+    Y, S = data
+    per_label, summary = multilabel_report(Y, S)
+    shuffled = S[LABELS[::-1]]
+    per_label_shuffled, summary_shuffled = multilabel_report(Y, shuffled)
+    pd.testing.assert_frame_equal(per_label, per_label_shuffled)
+    pd.testing.assert_series_equal(summary, summary_shuffled)
+
+    from_arrays, _ = multilabel_report(Y.to_numpy(), S.to_numpy(), labels=LABELS)
+    pd.testing.assert_frame_equal(per_label, from_arrays)
+    unnamed, _ = multilabel_report(Y.to_numpy(), S.to_numpy())
+    assert unnamed.index.tolist() == [f"label_{j}" for j in range(len(LABELS))]
+
+
+def test_per_label_thresholds(data):
+    Y, S = data
+    thresholds = pd.Series([0.2, 0.3, 0.4, 0.5, 0.6], index=LABELS)
+    per_label, summary = multilabel_report(Y, S, threshold=thresholds[::-1].to_dict())
+    pred = (S.to_numpy() >= thresholds.to_numpy()).astype(int)
+
+    assert per_label["threshold"].tolist() == thresholds.tolist()
+    assert summary["f1_macro"] == pytest.approx(
+        f1_score(Y, pred, average="macro", zero_division=0)
+    )
+    np.testing.assert_array_equal(apply_thresholds(S, thresholds).to_numpy(), pred)
+    with pytest.raises(ValueError, match=r"no value for the label\(s\) \['Hernia'\]"):
+        multilabel_report(Y, S, threshold=thresholds.drop("Hernia"))
+    with pytest.raises(ValueError, match="one per label"):
+        multilabel_report(Y, S, threshold=[0.5, 0.5])
+
+
+def test_single_class_label_is_nan_and_left_out_of_macro_auc(data):
+    Y, S = data
+    Y = Y.copy()
+    Y["Hernia"] = 0
+
+    with pytest.warns(UndefinedMetricWarning, match=r"undefined \(NaN\) for \['Hernia'\]"):
+        per_label, summary = multilabel_report(Y, S)
+
+    assert np.isnan(per_label.loc["Hernia", "roc_auc"])
+    assert np.isnan(per_label.loc["Hernia", "average_precision"])
+    defined = LABELS[:-1]
+    assert summary["roc_auc_macro"] == pytest.approx(
+        roc_auc_score(Y[defined], S[defined], average="macro")
+    )
+    assert summary["average_precision_macro"] == pytest.approx(
+        average_precision_score(Y[defined], S[defined], average="macro")
+    )
+
+
+def test_bad_input_is_named(data):
+    Y, S = data
+    bad = Y.to_numpy().copy()
+    bad[3, 1] = 2
+    with pytest.raises(ValueError, match=r"Y_true\[3, 'Effusion'\] is 2"):
+        multilabel_report(bad, S.to_numpy(), labels=LABELS)
+    with pytest.raises(ValueError, match=r"Y_score has shape \(399, 5\); expected \(400, 5\)"):
+        multilabel_report(Y, S.to_numpy()[1:])
+    with pytest.raises(ValueError, match="are not the labels"):
+        multilabel_report(Y, S.rename(columns={"Mass": "Nodule"}))
+    with pytest.raises(ValueError, match="differ from the columns"):
+        multilabel_report(Y, S, labels=LABELS[::-1])
+
+
+# ---- bootstrap --------------------------------------------------------------
+
+
+def test_bootstrap_resamples_whole_patients(data):
+    Y, S = data
+    groups = np.arange(len(Y)) // 4  # four images per patient
+    row_ids = np.tile(np.arange(len(Y))[:, None], (1, len(LABELS))).astype(float)
+    seen = []
+
+    def record_rows(y_true, y_score):
+        seen.append(y_score[:, 0].astype(int))
+        return 0.0
+
+    bootstrap_ci(Y, row_ids, record_rows, n_boot=20, groups=groups, random_state=0)
+
+    assert len(seen) == 21  # the full data, then the replicates
+    np.testing.assert_array_equal(seen[0], np.arange(len(Y)))
+    for rows in seen[1:]:
+        drawn = np.bincount(rows, minlength=len(Y)).reshape(-1, 4)
+        # All images of a patient are drawn the same number of times.
+        assert (drawn == drawn[:, :1]).all()
+        assert drawn.sum() == len(Y)
+        assert (drawn[:, 0] == 0).any() and (drawn[:, 0] > 1).any()
+
+
+def test_bootstrap_interval_is_the_percentile_of_the_replicates(data):
+    Y, S = data
+    values = []
+
+    def macro_auc(y_true, y_score):
+        value = roc_auc_score(y_true, y_score, average="macro")
+        values.append(value)
+        return value
+
+    ci = bootstrap_ci(Y, S, macro_auc, n_boot=100, confidence=0.9, random_state=0)
+
+    replicates = np.array(values[1:])
+    assert ci.loc["macro_auc", "value"] == pytest.approx(roc_auc_score(Y, S, average="macro"))
+    assert ci.loc["macro_auc", "ci_low"] == pytest.approx(np.quantile(replicates, 0.05))
+    assert ci.loc["macro_auc", "ci_high"] == pytest.approx(np.quantile(replicates, 0.95))
+    assert ci.loc["macro_auc", "n_valid"] == 100
+    again = bootstrap_ci(Y, S, macro_auc, n_boot=100, confidence=0.9, random_state=0)
+    pd.testing.assert_frame_equal(ci, again)
+
+
+def test_bootstrap_of_the_report_summary(data):
+    Y, S = data
+    groups = np.arange(len(Y)) // 2
+    thresholds = dict(zip(LABELS, [0.3, 0.4, 0.5, 0.5, 0.2]))
+    _, summary = multilabel_report(Y, S, threshold=thresholds)
+
+    ci = bootstrap_ci(
+        Y, S, SUMMARY_METRICS, threshold=thresholds, n_boot=15, groups=groups, random_state=0
+    )
+
+    assert ci.columns.tolist() == ["value", "ci_low", "ci_high", "n_valid"]
+    pd.testing.assert_series_equal(ci["value"], summary, check_names=False)
+    assert (ci["ci_low"] <= ci["ci_high"]).all() and (ci["n_valid"] == 15).all()
+    with pytest.raises(ValueError, match="Unknown metric"):
+        bootstrap_ci(Y, S, "accuracy")
+    with pytest.raises(ValueError, match=r"groups has shape \(3,\)"):
+        bootstrap_ci(Y, S, groups=[1, 2, 3])
+
+
+# ---- scorers ----------------------------------------------------------------
+
+
+class ProbaPerLabel(ClassifierMixin, BaseEstimator):
+    """A head like the library's: predict_proba of shape (n_samples, n_labels)."""
+
+    def __init__(self, classes="list"):
+        self.classes = classes
+
+    def fit(self, X, y):
+        y = np.asarray(y)
+        rng = np.random.RandomState(0)
+        self.coef_ = rng.randn(X.shape[1], y.shape[1])
+        # Two conventions of scikit-learn multilabel classifiers for classes_.
+        self.classes_ = (
+            [np.array([0, 1])] * y.shape[1] if self.classes == "list" else np.arange(y.shape[1])
+        )
+        return self
+
+    def predict_proba(self, X):
+        return 1 / (1 + np.exp(-np.asarray(X) @ self.coef_))
+
+    def predict(self, X):
+        return (self.predict_proba(X) >= 0.5).astype(int)
+
+
+@pytest.fixture(scope="module")
+def xy():
+    rng = np.random.RandomState(0)
+    X = rng.randn(120, 6)
+    Y = (X[:, :4] + 0.5 * rng.randn(120, 4) > 0.3).astype(int)
+    return X, Y
+
+
+def _expected_scores(estimator, X, Y):
+    pred, proba = estimator.predict(X), estimator.predict_proba(X)
+    if isinstance(proba, list):
+        proba = np.column_stack([p[:, 1] for p in proba])
+    return {
+        "exact_match": accuracy_score(Y, pred),
+        "neg_hamming_loss": -hamming_loss(Y, pred),
+        "f1_macro": f1_score(Y, pred, average="macro", zero_division=0),
+        "f1_micro": f1_score(Y, pred, average="micro", zero_division=0),
+        "precision_macro": precision_score(Y, pred, average="macro", zero_division=0),
+        "recall_macro": recall_score(Y, pred, average="macro", zero_division=0),
+        "roc_auc_macro": roc_auc_score(Y, proba, average="macro"),
+        "average_precision_macro": average_precision_score(Y, proba, average="macro"),
+    }
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        MLPClassifier(hidden_layer_sizes=(8,), max_iter=300, random_state=0),
+        KNeighborsClassifier(5),  # predict_proba: a list of (n, 2) arrays
+        ProbaPerLabel(classes="list"),
+        ProbaPerLabel(classes="range"),
+    ],
+    ids=["MLPClassifier", "KNeighbors", "head-classes-list", "head-classes-range"],
+)
+def test_scorers_in_cross_validate_equal_sklearn(xy, estimator):
+    X, Y = xy
+    cv = KFold(3, shuffle=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLP convergence
+        result = cross_validate(
+            estimator, X, Y, cv=cv, scoring=multilabel_scorers(), return_estimator=True,
+            return_indices=True, error_score="raise",
+        )
+    for fold, (fitted, test) in enumerate(zip(result["estimator"], result["indices"]["test"])):
+        expected = _expected_scores(fitted, X[test], Y[test])
+        assert set(expected) == set(multilabel_scorers())
+        for name, value in expected.items():
+            assert result[f"test_{name}"][fold] == pytest.approx(value), name
+    assert (result["test_neg_hamming_loss"] <= 0).all()
+
+
+def test_scorers_in_grid_search(xy):
+    X, Y = xy
+    search = GridSearchCV(
+        KNeighborsClassifier(), {"n_neighbors": [3, 9]}, cv=3,
+        scoring=multilabel_scorers(), refit="neg_hamming_loss",
+    ).fit(X, Y)
+    results = search.cv_results_
+    best = np.argmax(results["mean_test_neg_hamming_loss"])
+    assert search.best_params_ == results["params"][best]
+    assert -search.best_score_ == pytest.approx(
+        np.mean([-results[f"split{k}_test_neg_hamming_loss"][best] for k in range(3)])
+    )
+
+
+def test_roc_auc_scorer_skips_labels_with_one_class(xy):
+    X, Y = xy
+    Y = Y.copy()
+    Y[:, 2] = 0
+    head = ProbaPerLabel().fit(X, Y)
+    proba = head.predict_proba(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        score = multilabel_scorers()["roc_auc_macro"](head, X, Y)
+    assert score == pytest.approx(roc_auc_score(Y[:, [0, 1, 3]], proba[:, [0, 1, 3]]))
+
+
+# ---- thresholds -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def validation(data):
+    """A smaller validation set: the references try every distinct score."""
+    Y, S = data
+    return Y.iloc[:120, [0, 2, 4]], S.iloc[:120, [0, 2, 4]]
+
+
+def test_tuned_f1_is_the_best_over_candidate_thresholds(validation):
+    Y, S = validation
+    thresholds = tune_thresholds(Y, S)
+
+    assert thresholds.index.tolist() == Y.columns.tolist()
+    for label in Y.columns:
+        y, s = Y[label].to_numpy(), S[label].to_numpy()
+        candidates = np.unique(s)
+        f1s = [f1_score(y, s >= t, zero_division=0) for t in candidates]
+        tuned = f1_score(y, s >= thresholds[label], zero_division=0)
+        assert thresholds[label] in candidates
+        assert tuned == pytest.approx(max(f1s))
+        assert tuned >= f1_score(y, s >= 0.5, zero_division=0)
+    # Rare labels: 0.5 misses positives that the tuned threshold finds.
+    assert (thresholds < 0.5).any()
+    per_label, _ = multilabel_report(Y, S, threshold=thresholds)
+    assert (per_label["f1"] >= multilabel_report(Y, S)[0]["f1"]).all()
+
+
+def test_tune_thresholds_with_a_callable_metric(validation):
+    Y, S = validation
+    thresholds = tune_thresholds(
+        Y.to_numpy(), S.to_numpy(), metric=balanced_accuracy_score, max_candidates=None
+    )
+    assert thresholds.index.tolist() == ["label_0", "label_1", "label_2"]
+    for j, t in enumerate(thresholds):
+        y, s = Y.iloc[:, j], S.iloc[:, j]
+        best = max(balanced_accuracy_score(y, s >= c) for c in np.unique(s))
+        assert balanced_accuracy_score(y, s >= t) == pytest.approx(best)
+
+
+def test_tune_thresholds_limits_the_calls_of_a_callable_metric(validation):
+    Y, S = validation
+    tried = []
+
+    def record(y_true, y_pred):
+        tried.append(int(y_pred.sum()))
+        return -abs(int(y_pred.sum()) - 30)  # best: 30 predicted positives
+
+    thresholds = tune_thresholds(Y.iloc[:, :1], S.iloc[:, :1], metric=record, max_candidates=11)
+    assert len(tried) <= 11
+    candidates = np.quantile(np.unique(S.iloc[:, 0]), np.linspace(0, 1, 11), method="nearest")
+    assert thresholds.iloc[0] in candidates
+
+
+def test_tune_thresholds_without_positives_uses_the_default(validation):
+    Y, S = validation
+    Y = Y.copy()
+    Y["Hernia"] = 0
+    with pytest.warns(UndefinedMetricWarning, match=r"No positive in Y_true for \['Hernia'\]"):
+        thresholds = tune_thresholds(Y, S, default=0.7)
+    assert thresholds["Hernia"] == 0.7
+    with pytest.raises(ValueError, match="metric must be 'f1' or a callable"):
+        tune_thresholds(Y, S, metric="auc")

@@ -1,6 +1,7 @@
 """Classify chest X-rays with frozen SigLIP features, the scikit-learn way."""
 
 from ._backbone import DEFAULT_MODEL, ModelNotAvailableError, load_backbone
+from .classifiers import BaselineClassifier, ConcatFusionClassifier, WeightedSumClassifier
 from .embedders import SigLIPImageEmbedder
 from .images import ImageReadError, read_image
 from .labels import NIH_PATHOLOGIES
@@ -10,6 +11,8 @@ from .zeroshot import ZeroShotClassifier
 __version__ = "0.1.0"
 
 __all__ = [
+    "BaselineClassifier",
+    "ConcatFusionClassifier",
     "DEFAULT_MODEL",
     "DEFAULT_TEMPLATES",
     "ImageReadError",
@@ -18,6 +21,7 @@ __all__ = [
     "NIH_PATHOLOGIES",
     "PromptEnsembleEmbedder",
     "SigLIPImageEmbedder",
+    "WeightedSumClassifier",
     "ZeroShotClassifier",
     "load_backbone",
     "read_image",

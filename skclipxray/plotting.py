@@ -221,3 +221,45 @@ def plot_label_cooccurrence(
                 color="black" if value > threshold else "white",
             )
     return _save(figure, path, dpi)
+
+
+def plot_train_size_curves(
+    table, *, metric="ROC AUC (macro, held-out patients)", path=None, ax=None, dpi=120
+):
+    """One line per model: a score against the number of training images.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Indexed by training-set size, one column of scores per model.
+    metric : str
+        Label of the y axis.
+    path : str or path-like, optional
+        Where to save the figure.
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
+    dpi : int, default=120
+        Resolution of the saved file.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"baseline": [0.6, 0.7]}, index=[100, 1000])
+    >>> fig = plot_train_size_curves(table)
+    >>> [line.get_label() for line in fig.axes[0].get_lines()]
+    ['baseline']
+    """
+    figure, ax = _figure_and_axes(ax, (7, 4.5))
+    for name, column in table.items():
+        ax.plot(column.index, column.to_numpy(), marker="o", label=str(name))
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(table.index, [f"{size:,}" for size in table.index])
+    ax.set_xlabel("training images")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize="small")
+    return _save(figure, path, dpi)

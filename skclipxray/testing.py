@@ -106,6 +106,7 @@ def make_tiny_siglip(
         SiglipModel,
         SiglipProcessor,
     )
+    from transformers.utils import logging as transformers_logging
 
     if projection_size is not None:
         raise ValueError("SigLIP has no projection layer; leave projection_size=None.")
@@ -137,7 +138,14 @@ def make_tiny_siglip(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SiglipModel(config)
-    model.save_pretrained(path, safe_serialization=True)
+    # Serialising compares with a default SiglipTextConfig, whose own token ids
+    # make transformers warn about a vocabulary that is not ours.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model.save_pretrained(path)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
 
     image_processor = SiglipImageProcessorPil(
         size={"height": image_size, "width": image_size},

@@ -195,3 +195,34 @@ def test_pipeline_round_trips_through_joblib(tiny_model_dir, png_paths, tmp_path
     joblib.dump(pipe, tmp_path / "pipe.joblib")
     loaded = joblib.load(tmp_path / "pipe.joblib")
     np.testing.assert_array_equal(loaded.predict_proba(paths), pipe.predict_proba(paths))
+
+
+def test_fast_preprocessing_is_bit_identical_to_the_image_processor(
+    tiny_model_dir, data_dir, png_paths
+):
+    from skclipxray.embedders import _PilPreprocessor, _preprocessor
+    from skclipxray.images import read_image
+
+    backbone = load_backbone(tiny_model_dir, device="cpu")
+    processor = backbone.image_processor
+    fast = _preprocessor(backbone)
+    assert isinstance(fast, _PilPreprocessor)
+    rgba_1024 = data_dir / "real-cxr" / "00004934_000.png"
+    for item in [rgba_1024, png_paths[3], np.arange(12, dtype=np.uint8).reshape(3, 4)]:
+        image = read_image(item)
+        expected = processor(images=image, return_tensors="np")["pixel_values"][0]
+        got = fast(image)
+        assert got.dtype == expected.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_other_image_processors_are_used_as_they_are(tiny_model_dir):
+    from transformers import AutoImageProcessor
+
+    from skclipxray.embedders import _PilPreprocessor
+
+    processor = AutoImageProcessor.from_pretrained(tiny_model_dir)
+    assert _PilPreprocessor.applies_to(processor)
+    for change in [{"do_center_crop": True}, {"do_normalize": False}, {"do_resize": False}]:
+        other = AutoImageProcessor.from_pretrained(tiny_model_dir, **change)
+        assert not _PilPreprocessor.applies_to(other), change

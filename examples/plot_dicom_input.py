@@ -1,0 +1,33 @@
+"""
+Hospital DICOM files
+====================
+
+DICOM radiographs come compressed (JPEG, JPEG 2000, JPEG-LS), with a VOI LUT
+or window, and often as MONOCHROME1 (white is air). ``read_image`` applies the
+modality and VOI transforms, inverts MONOCHROME1 so that bone is bright, and
+scales to 8 bits; the embedder reads DICOMs like any other path. Install the
+``dicom`` extra for the decoders.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from skclipxray import SigLIPImageEmbedder, read_image
+from skclipxray.testing import demo_model
+
+model, _ = demo_model()
+folder = Path(__file__).resolve().parent.parent / "tests" / "data" / "real-cxr"
+dicoms = sorted(folder.glob("*.dcm"))
+for path in dicoms:
+    image = read_image(path)
+    print(f"{path.name:>64}: {image.size[0]}x{image.size[1]}, mean grey {np.asarray(image).mean():.0f}")
+
+# %%
+# The SIIM file and its copy relabelled MONOCHROME1 read as exact inverses.
+siim = np.asarray(read_image(folder / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"))
+fake = np.asarray(read_image(folder / "Fake_MONOHR1.dcm"))
+print("inverse of each other:", bool((fake == 255 - siim).all()))
+
+embeddings = SigLIPImageEmbedder(model, progress=False).fit_transform(dicoms)
+print("embeddings:", embeddings.shape)

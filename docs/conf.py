@@ -25,7 +25,20 @@ extensions = [
 ]
 
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+# scikit-learn's generated metadata-routing setters and inherited mixin methods
+# carry cross-references into scikit-learn's own documentation.
+autodoc_default_options = {
+    "members": True,
+    "inherited-members": False,
+    "exclude-members": ",".join([
+        "set_fit_request",
+        "set_predict_request",
+        "set_predict_proba_request",
+        "set_score_request",
+        "set_transform_request",
+        "score",
+    ]),
+}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
@@ -39,7 +52,7 @@ sphinx_gallery_conf = {
 }
 
 intersphinx_mapping = {}
-templates_path = []
+templates_path = ["_templates"]
 exclude_patterns = ["_build"]
 html_theme = "pydata_sphinx_theme"
 html_title = "skclipxray"

@@ -17,7 +17,11 @@ from skclipxray import SigLIPImageEmbedder, read_image
 from skclipxray.testing import demo_model
 
 model, _ = demo_model()
-folder = Path(__file__).resolve().parent.parent / "tests" / "data" / "real-cxr"
+try:
+    here = Path(__file__).resolve().parent
+except NameError:  # sphinx-gallery runs examples from their folder, without __file__
+    here = Path.cwd()
+folder = here.parent / "tests" / "data" / "real-cxr"
 dicoms = sorted(folder.glob("*.dcm"))
 for path in dicoms:
     image = read_image(path)

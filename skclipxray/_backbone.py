@@ -200,11 +200,23 @@ def _offline_message(name):
 def _from_pretrained(cls, name, **kwargs):
     """``cls.from_pretrained`` with a clear error when the files are not reachable."""
     try:
-        return cls.from_pretrained(name, **kwargs)
+        # Never run code shipped with a checkpoint (transformers may otherwise
+        # ask on the terminal and run it when the user says yes).
+        return cls.from_pretrained(name, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as exc:
         # transformers raises OSError for missing files and ValueError for a
         # config.json it cannot make sense of.
-        if Path(name).is_dir() or isinstance(exc, ValueError):
+        folder = Path(name)
+        if folder.is_dir() and any(folder.glob("*.bin")) and not any(
+            folder.glob("*.safetensors")
+        ):
+            raise ModelNotAvailableError(
+                f"{name!r} holds its weights only as a pickle (*.bin), which can run "
+                "arbitrary code when loaded; skclipxray reads safetensors only. "
+                "Convert the checkpoint where you trust it: "
+                "model.save_pretrained(DIR) writes model.safetensors."
+            ) from exc
+        if folder.is_dir() or isinstance(exc, ValueError):
             raise ModelNotAvailableError(
                 f"{name!r} is not a usable checkpoint: {exc}"
             ) from exc

@@ -18,6 +18,7 @@ The target decides the task:
 
 import copy
 import numbers
+import warnings
 
 import numpy as np
 from scipy import sparse
@@ -134,6 +135,44 @@ def _as_hidden_sizes(value, name="hidden_sizes"):
     if not all(isinstance(s, numbers.Integral) and s >= 1 for s in sizes):
         raise ValueError(f"{name}={value!r} must hold positive integers.")
     return tuple(int(s) for s in sizes)
+
+
+def _plain(value):
+    """Return ``value`` made of builtins and numpy arrays only (else TypeError).
+
+    What a fitted head saves goes through this, so that its pickle or skops
+    file holds no torch object.
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return value.item() if value.ndim == 0 else value
+    if hasattr(value, "detach"):  # a torch tensor
+        return _plain(value.detach().cpu().numpy())
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    raise TypeError(f"{type(value).__name__} is not plain data")
+
+
+def _plain_history(history):
+    """skorch's history (a list of dicts) without entries that are not plain data."""
+    def entries(record):
+        kept = {}
+        for key, value in record.items():
+            if key == "batches":
+                kept[key] = [entries(batch) for batch in value]
+                continue
+            try:
+                kept[key] = _plain(value)
+            except TypeError:
+                pass  # e.g. an object a user's callback recorded
+        return kept
+
+    return [entries(record) for record in history]
 
 
 class _BaseHeadClassifier(ClassifierMixin, BaseEstimator):
@@ -279,12 +318,19 @@ class _BaseHeadClassifier(ClassifierMixin, BaseEstimator):
     def _n_outputs(self):
         return 1 if self.task_ == "binary" else len(self.labels_)
 
+    def _criterion_class(self):
+        import torch
+
+        if self.task_ == "multiclass":
+            return torch.nn.CrossEntropyLoss
+        return torch.nn.BCEWithLogitsLoss
+
     def _criterion(self, y):
         """The loss, with its per-output weights when ``pos_weight`` asks for them."""
         import torch
 
         multiclass = self.task_ == "multiclass"
-        criterion = torch.nn.CrossEntropyLoss if multiclass else torch.nn.BCEWithLogitsLoss
+        criterion = self._criterion_class()
         if self.pos_weight is None:
             return criterion, {}
         n_outputs = self._n_outputs
@@ -377,7 +423,6 @@ class _BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         import torch
-        from skorch import NeuralNet
         from skorch.dataset import ValidSplit
 
         self._check_params()
@@ -414,7 +459,28 @@ class _BaseHeadClassifier(ClassifierMixin, BaseEstimator):
             "n_outputs": self._n_outputs,
             **self._module_kwargs(),
         }
-        net = NeuralNet(
+        net = self._build_net(
+            criterion, criterion_kwargs, module_kwargs, device, train_split
+        )
+        # A private RNG stream: weights, shuffling, dropout and noise are
+        # reproducible, and the caller's global torch RNG is left untouched.
+        cuda = []
+        if device.type == "cuda":
+            cuda = [torch.cuda.current_device() if device.index is None else device.index]
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(int(torch_seed))
+            net.fit(X, y)
+        self._release_training_references(net)
+        self.net_ = net
+        self.n_iter_ = len(net.history)
+        return self
+
+    def _build_net(self, criterion, criterion_kwargs, module_kwargs, device, train_split):
+        """The skorch net ``fit`` trains, and ``__setstate__`` rebuilds."""
+        import torch
+        from skorch import NeuralNet
+
+        return NeuralNet(
             module=self._module_class(),
             criterion=criterion,
             optimizer=torch.optim.AdamW,
@@ -435,18 +501,6 @@ class _BaseHeadClassifier(ClassifierMixin, BaseEstimator):
             **{f"module__{key}": value for key, value in module_kwargs.items()},
             **{f"criterion__{key}": value for key, value in criterion_kwargs.items()},
         )
-        # A private RNG stream: weights, shuffling, dropout and noise are
-        # reproducible, and the caller's global torch RNG is left untouched.
-        cuda = []
-        if device.type == "cuda":
-            cuda = [torch.cuda.current_device() if device.index is None else device.index]
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(int(torch_seed))
-            net.fit(X, y)
-        self._release_training_references(net)
-        self.net_ = net
-        self.n_iter_ = len(net.history)
-        return self
 
     @staticmethod
     def _release_training_references(net):
@@ -456,6 +510,80 @@ class _BaseHeadClassifier(ClassifierMixin, BaseEstimator):
         for _, callback in net.callbacks_:
             if hasattr(callback, "lr_scheduler_"):
                 callback.lr_scheduler_ = None
+
+    # ----------------------------------------------------------- persistence
+    # skorch pickles a net's module, optimizer and criterion as a nested
+    # pickle, which would run arbitrary code even from a skops file. A fitted
+    # head is therefore saved as plain data (weights as numpy arrays, the
+    # history as lists and dicts) and its net rebuilt when loaded, on the
+    # device it was fitted on when available here, else on the CPU. The
+    # optimizer's state is not kept: it is only needed to continue training,
+    # and ``fit`` always trains a fresh net.
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        net = state.pop("net_", None)
+        if net is not None:
+            params = net.get_params(deep=False)
+            state["_net_state"] = {
+                "device": str(net.device),
+                "module_kwargs": {
+                    key[len("module__"):]: _plain(value)
+                    for key, value in params.items()
+                    if key.startswith("module__")
+                },
+                "module_state": _plain(dict(net.module_.state_dict())),
+                "criterion_state": _plain(dict(net.criterion_.state_dict())),
+                "history": _plain_history(net.history),
+            }
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        saved = state.pop("_net_state", None)
+        super().__setstate__(state)
+        if saved is not None:
+            self.net_ = self._restore_net(saved)
+
+    def _restore_net(self, saved):
+        """Rebuild the fitted skorch net from the plain data of ``__getstate__``."""
+        import torch
+        from skorch.history import History
+
+        device = self._loading_device(saved["device"])
+        criterion_kwargs = {
+            key: torch.tensor(np.asarray(value))
+            for key, value in saved["criterion_state"].items()
+        }
+        net = self._build_net(
+            self._criterion_class(), criterion_kwargs, saved["module_kwargs"],
+            device, train_split=None,
+        )
+        # Initialising draws random weights, replaced right after: keep the
+        # caller's RNG untouched.
+        with torch.random.fork_rng(devices=[]):
+            net.initialize()
+        net.module_.load_state_dict({
+            key: torch.tensor(np.asarray(value))
+            for key, value in saved["module_state"].items()
+        })
+        net.history_ = History(saved["history"])
+        return net
+
+    def _loading_device(self, fitted_on):
+        """The device a loaded head predicts on: where it was fitted, else the CPU."""
+        import torch
+        from skorch.exceptions import DeviceWarning
+
+        try:
+            return resolve_device(fitted_on)
+        except ValueError:
+            warnings.warn(
+                f"{type(self).__name__} was fitted on device {fitted_on!r}, which is "
+                "not available on this machine; it is loaded on the CPU.",
+                DeviceWarning,
+                stacklevel=3,
+            )
+            return torch.device("cpu")
 
     # ------------------------------------------------------------ prediction
     def predict_proba(self, X):

@@ -10,7 +10,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
@@ -21,6 +20,7 @@ from .classifiers import BaselineClassifier, ConcatFusionClassifier, WeightedSum
 from .datasets import balanced_subset, load_nih_chestxray14, train_test_split_by_patient
 from .embedders import SigLIPImageEmbedder
 from .metrics import SUMMARY_METRICS, multilabel_report
+from .persistence import save
 from .prompts import PromptEnsembleEmbedder
 from .zeroshot import ZeroShotClassifier
 
@@ -173,8 +173,8 @@ def run_experiment(config, *, log=print):
     - ``train_sizes.csv`` / ``train_sizes.md`` / ``train_sizes.png`` when
       ``config.train_sizes`` is given;
     - ``subset.csv``: the images used, with split and labels;
-    - ``config.json``; ``models/NAME.joblib``: fitted pipelines (images in,
-      probabilities out);
+    - ``config.json``; ``models/NAME.skops``: fitted pipelines (images in,
+      probabilities out), loadable with :func:`skclipxray.persistence.load`;
     - ``embeddings.sqlite``: the embedding cache (unless ``config.cache``
       points elsewhere), so that a second run embeds nothing new.
 
@@ -246,7 +246,7 @@ def run_experiment(config, *, log=print):
         per_label[name] = report["roc_auc"]
         scores[name] = proba
         pipeline = Pipeline([("embed", clone(embedder).fit()), ("clf", fitted)])
-        joblib.dump(pipeline, out_dir / "models" / f"{_file_name(name)}.joblib")
+        save(pipeline, out_dir / "models" / f"{_file_name(name)}.skops")
         log(f"{name:>32}: macro ROC AUC {rows[name]['roc_auc_macro']:.3f}")
 
     metrics = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")

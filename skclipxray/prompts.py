@@ -207,13 +207,13 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
         The label names, in the order of the rows of ``embeddings_``.
     phrases_ : list of str
         The phrase written into the templates for each label.
-    embeddings_ : ndarray of shape (n_labels, n_features_out_), float32
+    embeddings_ : ndarray of shape (n_labels, n_features_out), float32
         Unit-norm ensembled prompt embedding of each label.
-    negative_embeddings_ : ndarray of shape (n_labels, n_features_out_), float32
+    negative_embeddings_ : ndarray of shape (n_labels, n_features_out), float32
         The same for ``negative_templates``; only set when they are given.
     n_features_out_ : int
         Size of the embeddings.
-    mega_vector_ : ndarray of shape (n_labels * n_features_out_,), float32
+    mega_vector_ : ndarray of shape (n_labels * n_features_out,), float32
         ``embeddings_`` flattened row by row (label 0 first), the form a
         fusion head concatenates to image features.
 
@@ -316,7 +316,7 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (n_labels, n_features_out_), float32
+        ndarray of shape (n_labels, n_features_out), float32
             One unit-norm row per label. With ``set_output(transform="pandas")``
             a DataFrame indexed by label name.
         """
@@ -350,7 +350,7 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (n_labels, n_features_out_), float32
+        ndarray of shape (n_labels, n_features_out), float32
         """
         return self.fit(X).transform(None)
 

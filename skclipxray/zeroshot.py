@@ -67,9 +67,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     classes_ : list of ndarray
         ``[0, 1]`` for each label: one binary problem per label, as
         scikit-learn's multi-output classifiers report it.
-    prompt_embeddings_ : ndarray of shape (n_labels, n_features_in_), float32
+    prompt_embeddings_ : ndarray of shape (n_labels, n_features_in), float32
         Unit-norm ensembled positive prompt embedding of each label.
-    negative_prompt_embeddings_ : ndarray of shape (n_labels, n_features_in_)
+    negative_prompt_embeddings_ : ndarray of shape (n_labels, n_features_in)
         The same for ``negative_templates``; only set when they are given.
     scale_ : float
         ``exp(logit_scale)`` of the checkpoint.
@@ -214,7 +214,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features_in_)
+        X : array-like of shape (n_samples, n_features_in)
             Image embeddings.
 
         Returns
@@ -236,7 +236,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features_in_)
+        X : array-like of shape (n_samples, n_features_in)
             Image embeddings.
 
         Returns
@@ -250,7 +250,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features_in_)
+        X : array-like of shape (n_samples, n_features_in)
             Image embeddings.
 
         Returns

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from skclipxray.cli import main
+from skclipxray.persistence import load
 from skclipxray.testing import make_synthetic_nih
 
 FAST = ["--max-epochs", "3", "--hidden-sizes", "16", "--n-per-label", "6"]
@@ -48,7 +49,7 @@ def _check_results(out_dir):
     assert (metrics["hamming_loss"] >= 0).all()
     for model in MODELS:
         file = model.replace(" (", "-").replace(")", "").replace(" ", "-")
-        assert (out_dir / "models" / f"{file}.joblib").is_file(), file
+        assert (out_dir / "models" / f"{file}.skops").is_file(), file
     assert (out_dir / "roc_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -92,11 +93,16 @@ def test_experiment_twice_embeds_nothing_new(tmp_path, nih_root, tiny_model_dir,
     assert config["n_per_label"] == 6
 
 
-def test_split_keeps_patients_on_one_side(tmp_path, nih_root, tiny_model_dir):
+def test_split_and_saved_pipelines(tmp_path, nih_root, tiny_model_dir):
     out_dir = tmp_path / "run"
     main(["experiment", "--nih-root", str(nih_root), "--model", str(tiny_model_dir),
           "--out", str(out_dir), *FAST])
     subset = pd.read_csv(out_dir / "subset.csv")
+    # A saved pipeline takes image paths and gives one probability per label.
+    pipeline = load(out_dir / "models" / "weighted-sum.skops")
+    proba = pipeline.predict_proba(list(subset["path"][:4]))
+    assert proba.shape == (4, 14)
+    assert ((proba >= 0) & (proba <= 1)).all()
     sides = subset.groupby("patient_id")["split"].nunique()
     assert (sides == 1).all()
     assert set(subset["split"]) == {"train", "test"}

@@ -8,9 +8,13 @@ library can be exercised without a download. Its weights are random: embeddings
 made with it carry no medical meaning.
 """
 
+import zlib
 from pathlib import Path
 
-__all__ = ["make_tiny_siglip"]
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+__all__ = ["HashPromptEmbedder", "demo_model", "make_synthetic_nih", "make_tiny_siglip"]
 
 # Words the tiny tokenizer knows; anything else maps to "<unk>".
 _VOCABULARY_TEXT = [
@@ -306,3 +310,40 @@ def demo_model(model=None):
     if str(model) == TINY:
         return str(_tiny_checkpoint_dir()), True
     return str(model), False
+
+
+class HashPromptEmbedder(TransformerMixin, BaseEstimator):
+    """A stand-in for PromptEnsembleEmbedder: a fixed random vector per label name.
+
+    For tests of the fusion heads that need prompts for any label set without
+    a checkpoint. The vector of a label depends on its name only.
+
+    Parameters
+    ----------
+    dim : int, default=6
+        Size of each vector.
+    default_labels : sequence of str, default=("a", "b", "c", "d", "e")
+        Labels embedded when ``fit`` gets none (a multilabel y without names;
+        five, as in scikit-learn's multilabel checks).
+
+    Examples
+    --------
+    >>> prompts = HashPromptEmbedder(dim=3).fit_transform(["Mass", "Nodule"])
+    >>> prompts.shape
+    (2, 3)
+    """
+
+    def __init__(self, dim=6, default_labels=("a", "b", "c", "d", "e")):
+        self.dim = dim
+        self.default_labels = default_labels
+
+    def fit(self, X=None, y=None):
+        self.labels_ = list(self.default_labels if X is None else X)
+        return self
+
+    def transform(self, X=None):
+        labels = self.labels_ if X is None else X
+        return np.stack([
+            np.random.default_rng(zlib.crc32(str(label).encode())).normal(size=self.dim)
+            for label in labels
+        ])

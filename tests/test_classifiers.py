@@ -2,14 +2,13 @@
 reproducibility, persistence, bad input and model selection from images."""
 
 import io
-import zlib
 
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import clone
 from sklearn.metrics import hamming_loss, make_scorer, roc_auc_score
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, cross_validate
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -21,28 +20,9 @@ from skclipxray.classifiers import (
     ConcatFusionClassifier,
     WeightedSumClassifier,
 )
+from skclipxray.testing import HashPromptEmbedder
 
 SMALL = dict(hidden_sizes=(32,), max_epochs=10, batch_size=32, lr=0.01, random_state=2)
-
-
-class HashPromptEmbedder(TransformerMixin, BaseEstimator):
-    """Stands in for PromptEnsembleEmbedder: a fixed random vector per label name."""
-
-    def __init__(self, dim=6, default_labels=("a", "b", "c", "d", "e")):
-        self.dim = dim
-        self.default_labels = default_labels
-
-    def fit(self, X=None, y=None):
-        self.labels_ = list(self.default_labels if X is None else X)
-        self.seen_ = X
-        return self
-
-    def transform(self, X=None):
-        labels = self.labels_ if X is None else X
-        return np.stack([
-            np.random.default_rng(zlib.crc32(str(label).encode())).normal(size=self.dim)
-            for label in labels
-        ])
 
 
 HEADS = {

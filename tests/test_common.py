@@ -5,12 +5,9 @@ only for checks that genuinely cannot apply, an entry with the reason to
 ``EXPECTED_FAILED_CHECKS``.
 """
 
-import zlib
-
 import numpy as np
 import pytest
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skclipxray.classifiers import (
@@ -18,29 +15,7 @@ from skclipxray.classifiers import (
     ConcatFusionClassifier,
     WeightedSumClassifier,
 )
-
-
-class HashPromptEmbedder(TransformerMixin, BaseEstimator):
-    """Stands in for PromptEnsembleEmbedder: a fixed random vector per label name.
-
-    Without names (a multilabel y given as a bare array) it embeds its
-    ``default_labels``; five, as in scikit-learn's multilabel checks.
-    """
-
-    def __init__(self, dim=4, default_labels=("a", "b", "c", "d", "e")):
-        self.dim = dim
-        self.default_labels = default_labels
-
-    def fit(self, X=None, y=None):
-        self.labels_ = list(self.default_labels if X is None else X)
-        return self
-
-    def transform(self, X=None):
-        labels = self.labels_ if X is None else X
-        return np.stack([
-            np.random.default_rng(zlib.crc32(str(label).encode())).normal(size=self.dim)
-            for label in labels
-        ])
+from skclipxray.testing import HashPromptEmbedder
 
 
 # Small networks and few epochs: the checks fit each estimator dozens of times.

@@ -16,6 +16,7 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
+from joblib import Parallel
 from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -353,6 +354,20 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
     compile : bool, default=False
         Run the vision tower through ``torch.compile`` (compiled once per
         loaded checkpoint, on the first batch, which then takes much longer).
+    n_jobs : int or None, default=None
+        Jobs embedding chunks of images in parallel, through joblib.
+        ``None`` means 1 unless in a :func:`joblib.parallel_config` context;
+        under ``parallel_config(backend="dask")`` it means the whole Dask
+        cluster. With one job, everything runs in this process as described
+        above. Otherwise this process hashes the images and reads the
+        cache, each worker process loads the checkpoint once (on its own
+        device: ``"auto"`` resolves there) and embeds chunks, and this
+        process writes the cache as chunks return. The result is the same,
+        row for row. See :doc:`/scaling`.
+    chunk_size : int or None, default=None
+        Images per parallel task, rounded up to whole batches so that the
+        batches are those of a run in one process. ``None``: about four
+        tasks per worker, of at most 256 images. Unused with one job.
 
     Attributes
     ----------
@@ -435,6 +450,8 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         cache=None,
         on_error="raise",
         compile=False,
+        n_jobs=None,
+        chunk_size=None,
     ):
         self.model = model
         self.device = device
@@ -446,6 +463,8 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         self.cache = cache
         self.on_error = on_error
         self.compile = compile
+        self.n_jobs = n_jobs
+        self.chunk_size = chunk_size
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -478,6 +497,18 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
             )
         if not isinstance(self.compile, (bool, np.bool_)):
             raise TypeError(f"compile must be True or False, got {self.compile!r}.")
+        if self.n_jobs is not None and (
+            not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs == 0
+        ):
+            raise ValueError(
+                f"n_jobs must be None or a non-zero integer, got {self.n_jobs!r}."
+            )
+        if self.chunk_size is not None and (
+            not isinstance(self.chunk_size, (int, np.integer)) or self.chunk_size < 1
+        ):
+            raise ValueError(
+                f"chunk_size must be None or a positive integer, got {self.chunk_size!r}."
+            )
 
     def fit(self, X=None, y=None):
         """Record the embedding size; no training happens.
@@ -522,7 +553,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (n_images, n_features_out_), float32
+        ndarray of shape (n_images, n_features_out), float32
             With ``on_error="nan"``, rows of images that could not be read
             are NaN.
 
@@ -542,6 +573,12 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         items = _as_items(X)
         if not items:
             raise ValueError("X is empty: there are no images to embed.")
+        # joblib's reading of n_jobs=None: 1, unless a parallel_config sets
+        # n_jobs, or a backend whose default is all its workers (Dask's).
+        if Parallel(n_jobs=self.n_jobs).n_jobs != 1:
+            from ._parallel import embed_in_chunks
+
+            return embed_in_chunks(self, items)
         backbone = self._backbone()
         self.n_features_out_ = backbone.embedding_dim
         if self.cache is None:
@@ -578,19 +615,20 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
             prepared.error = exc
         return prepared
 
-    def _prepared_items(self, backbone, items, cache, namespace):
+    def _prepared_items(self, backbone, items, cache, namespace, indices=None):
         """Yield ``(index, _Prepared)`` in order, reading ahead in worker threads.
 
         At most two batches are read ahead of the one being assembled, so
-        memory stays flat however many images there are.
+        memory stays flat however many images there are. ``indices`` are the
+        items' positions in the caller's X (default: 0, 1, ...).
         """
         prepare = partial(self._prepare, backbone, cache, namespace)
+        queue = enumerate(items) if indices is None else zip(indices, items)
         if self.num_workers == 0:
-            for index, item in enumerate(items):
+            for index, item in queue:
                 yield index, prepare(index, item)
             return
         window = max(2 * self.batch_size, 2 * self.num_workers)
-        queue = enumerate(items)
         with ThreadPoolExecutor(self.num_workers) as pool:
             pending = deque(
                 (index, pool.submit(prepare, index, item))

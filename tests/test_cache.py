@@ -94,10 +94,9 @@ def test_readers_are_not_blocked_by_a_writer(tmp_path):
         "INSERT INTO embeddings VALUES (?, 1, 2, ?)",
         (b"new", np.zeros(2, np.float32).tobytes()),
     )
-    reader = EmbeddingCache(path, timeout=0.1)
-    started = time.perf_counter()
+    # timeout=0: a reader that had to wait for the writer's lock would fail at once.
+    reader = EmbeddingCache(path, timeout=0)
     assert set(reader.get_many([b"old", b"new"])) == {b"old"}  # the committed state
-    assert time.perf_counter() - started < 0.1  # and without waiting for the lock
     writer.execute("COMMIT")
     assert set(reader.get_many([b"old", b"new"])) == {b"old", b"new"}
     writer.close()
@@ -398,7 +397,7 @@ from skclipxray.embedders import SigLIPImageEmbedder
 read_image = embedders.read_image
 
 def slow_read_image(item, **kwargs):  # make the run last long enough to be killed
-    time.sleep(0.1)
+    time.sleep(0.2)
     return read_image(item, **kwargs)
 
 embedders.read_image = slow_read_image
@@ -418,7 +417,7 @@ def test_sigkill_mid_run_loses_at_most_the_batch_in_flight(tiny_model_dir, pngs,
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     reader = EmbeddingCache(cache_path, timeout=5)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     try:
         # A concurrent reader polls while the child writes, and kills it mid-run.
         while not (cache_path.exists() and len(reader) >= 4):

@@ -14,7 +14,6 @@ import warnings
 
 import joblib
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.base import clone

@@ -5,7 +5,6 @@ only for checks that genuinely cannot apply, an entry with the reason to
 ``EXPECTED_FAILED_CHECKS``.
 """
 
-import numpy as np
 import pytest
 import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks

@@ -11,12 +11,16 @@ all random weights, so nothing is downloaded), the same 64 image paths (real
 
 * ``local``: ``SigLIPImageEmbedder.transform`` in this process (torch's
   default threads);
-* ``dask 1 worker``: a ``LocalCluster`` with one single-threaded worker
-  process, under ``joblib.parallel_config(backend="dask")``; torch runs one
-  thread there, as Dask sets ``OMP_NUM_THREADS=1`` for its workers;
-* ``dask 1 worker, 2 torch threads``: the same worker after
-  ``torch.set_num_threads(2)``, which uses the whole machine;
-* ``dask 2 workers``: two single-threaded worker processes.
+* one single-threaded Dask worker process running the whole call as one task
+  (``client.submit(embedder.transform, paths)``): through joblib, a cluster
+  with a single worker thread is not used at all, since joblib runs a
+  backend with one slot in the calling process (the run checks this);
+* one Dask worker process with two threads, under
+  ``joblib.parallel_config(backend="dask", client=client)``;
+* two single-threaded Dask worker processes, likewise.
+
+Dask starts its workers with ``OMP_NUM_THREADS=1``: torch runs one thread
+per task there.
 
 Every worker loads the checkpoint before timing (``client.run``), so the
 times are embedding alone: reading and decoding the PNGs, the forward passes
@@ -105,13 +109,6 @@ def make_checkpoint(folder, vision, seed=0):
     return folder
 
 
-def _set_torch_threads(n):
-    import torch
-
-    torch.set_num_threads(n)
-    return torch.get_num_threads()
-
-
 def _torch_threads():
     import torch
 
@@ -140,20 +137,34 @@ def hardware_ceiling(clusters):
     the ratio of the two-worker total to the one-worker figure bounds what two
     workers can gain on this machine, whatever the library does.
     """
-    one = sum(clusters["1 worker"][1].run(_matmul_gflops).values())
-    two = sum(clusters["2 workers"][1].run(_matmul_gflops).values())
+    one = sum(clusters[ONE][1].run(_matmul_gflops).values())
+    two = sum(clusters[TWO][1].run(_matmul_gflops).values())
     return {"one_worker_gflops": one, "two_workers_gflops": two, "ratio": two / one}
 
 
-def start_cluster(n_workers):
+#: The clusters: (workers, threads per worker).
+ONE, ONE_TWO_THREADS, TWO = "1 worker x 1 thread", "1 worker x 2 threads", "2 workers x 1 thread"
+CLUSTERS = {ONE: (1, 1), ONE_TWO_THREADS: (1, 2), TWO: (2, 1)}
+
+
+def start_cluster(n_workers, threads):
     from dask.distributed import Client, LocalCluster
 
     started = time.perf_counter()
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
                            dashboard_address=None)
-    client = Client(cluster)
+    client = Client(cluster, set_as_default=False)
     client.wait_for_workers(n_workers)
     return cluster, client, time.perf_counter() - started
+
+
+def runs_in_this_process(client):
+    """Whether joblib runs a Dask cluster's tasks here (it does when it has one slot)."""
+    import joblib
+
+    with joblib.parallel_config(backend="dask", client=client):
+        pids = joblib.Parallel()(joblib.delayed(os.getpid)() for _ in range(2))
+    return set(pids) == {os.getpid()}
 
 
 def load_on_workers(client, checkpoint):
@@ -178,30 +189,35 @@ def bench_model(name, checkpoint, paths, clusters, rounds, batch_size):
                                    progress=False)
     embedder.transform(paths[:2])  # load here too, and warm the code paths
 
-    loads = {}
-    for label, (_, client, _) in clusters.items():
-        loads[label] = load_on_workers(client, checkpoint)
-        with joblib.parallel_config(backend="dask", client=client):
-            embedder.transform(paths[: 2 * batch_size])  # warm the workers' code paths
-
     def local():
         return embedder.transform(paths)
 
-    def on(client, threads):
-        def run():
-            client.run(_set_torch_threads, threads)
-            # The client named: by default joblib takes the last one created.
-            with joblib.parallel_config(backend="dask", client=client):
-                return embedder.transform(paths)
+    def whole_call_on(client):
+        # The whole transform as one Dask task: one single-threaded worker
+        # process embeds everything (joblib would run a one-slot cluster's
+        # tasks in this process instead).
+        def run(some=paths):
+            return client.submit(embedder.transform, some, pure=False).result()
         return run
 
-    one, two = clusters["1 worker"][1], clusters["2 workers"][1]
+    def chunks_on(client):
+        def run(some=paths):
+            # Name the client: by default joblib takes the current one.
+            with joblib.parallel_config(backend="dask", client=client):
+                return embedder.transform(some)
+        return run
+
     arms = {
-        "local": local,
-        "dask 1 worker": on(one, 1),
-        "dask 1 worker, 2 torch threads": on(one, 2),
-        "dask 2 workers": on(two, 1),
+        "local (this process, 2 torch threads)": local,
+        f"dask {ONE}, whole call as one task": whole_call_on(clusters[ONE][1]),
+        f"dask {ONE_TWO_THREADS}, chunks via joblib": chunks_on(clusters[ONE_TWO_THREADS][1]),
+        f"dask {TWO}, chunks via joblib": chunks_on(clusters[TWO][1]),
     }
+    loads = {label: load_on_workers(client, checkpoint)
+             for label, (_, client, _) in clusters.items()}
+    for arm, run in list(arms.items())[1:]:
+        run(paths[: 2 * batch_size])  # warm the workers' code paths
+
     times = {arm: [] for arm in arms}
     outputs = {}
     for round_ in range(rounds):
@@ -210,10 +226,8 @@ def bench_model(name, checkpoint, paths, clusters, rounds, batch_size):
             outputs[arm] = run()
             times[arm].append(time.perf_counter() - started)
             log(f"{name} | {arm} | round {round_ + 1}: {times[arm][-1]:.2f} s")
-    for _, client, _ in clusters.values():
-        client.run(_set_torch_threads, 1)
 
-    reference = outputs["local"]
+    reference = outputs["local (this process, 2 torch threads)"]
     result = {"model": name, "batch_size": batch_size, "rounds": rounds,
               "load_on_workers_s": loads, "arms": {}}
     for arm, seconds in times.items():
@@ -223,12 +237,13 @@ def bench_model(name, checkpoint, paths, clusters, rounds, batch_size):
             "identical_to_local": bool(np.array_equal(outputs[arm], reference)),
             "max_abs_diff_to_local": float(np.abs(outputs[arm] - reference).max()),
         }
-    best = {arm: r["best_s"] for arm, r in result["arms"].items()}
-    result["speedup_2_vs_1_worker"] = best["dask 1 worker"] / best["dask 2 workers"]
-    result["speedup_2_workers_vs_1_worker_2_threads"] = (
-        best["dask 1 worker, 2 torch threads"] / best["dask 2 workers"]
-    )
-    result["speedup_2_workers_vs_local"] = best["local"] / best["dask 2 workers"]
+    local_s, one_s, one_two_s, two_s = (r["best_s"] for r in result["arms"].values())
+    result["speedup"] = {
+        "2 workers vs 1 worker x 1 thread": one_s / two_s,
+        "1 worker x 2 threads vs 1 worker x 1 thread": one_s / one_two_s,
+        "2 workers vs 1 worker x 2 threads": one_two_s / two_s,
+        "2 workers vs local": local_s / two_s,
+    }
     return result
 
 
@@ -257,27 +272,41 @@ def environment():
 
 def markdown(results):
     env = results["environment"]
+    ceiling = results["matmul_ceiling"]
     lines = [
         "# Dask benchmark: 1 versus 2 local workers",
         "",
         f"Machine: {env['cpu']}, {env['cpu_count']} CPU cores, no GPU; torch {env['torch']}, "
         f"transformers {env['transformers']}, dask/distributed {env['distributed']}, "
         f"joblib {env['joblib']}. Load average at start {env['load_average_start'][0]:.1f}, "
-        f"at end {results['load_average_end'][0]:.1f}. Wall time of the benchmark: "
-        f"{results['wall_s'] / 60:.1f} min.",
+        f"at end {results['load_average_end'][0]:.1f} (the machine is shared). Wall time "
+        f"of the benchmark: {results['wall_s'] / 60:.1f} min.",
         "",
         f"Task: `SigLIPImageEmbedder.transform` of {results['n_images']} paths to real "
         "1024x1024 NIH ChestX-ray14 PNGs (cycled), float32 on the CPU, default "
-        "`chunk_size` (about four chunks per worker), random weights. Workers are "
-        "`LocalCluster(threads_per_worker=1, processes=True)`; each had loaded the "
-        "checkpoint before timing. Arms interleaved over rounds; best round kept.",
+        "`chunk_size` (about four chunks per worker thread), random weights. Workers "
+        "are `LocalCluster(processes=True)` processes; Dask starts them with "
+        "`OMP_NUM_THREADS=1`, so torch runs one thread per task. Every worker had "
+        "loaded the checkpoint before timing. Arms interleaved over rounds; best "
+        "round kept.",
+        "",
+        "Arms:",
+        "",
+        "- *local*: one process, torch's 2 threads.",
+        "- *1 worker x 1 thread, whole call as one task*: `client.submit(embedder.transform, "
+        "paths)`, i.e. one single-threaded worker process embeds everything. Through "
+        "joblib, a cluster with a single worker thread would not be used at all: joblib "
+        "runs the tasks of a backend with one slot in the calling process (checked in "
+        f"this run: {results['joblib_runs_one_slot_cluster_here']}).",
+        "- *1 worker x 2 threads* and *2 workers x 1 thread*: "
+        "`with joblib.parallel_config(backend='dask', client=client): "
+        "embedder.transform(paths)`, two chunks at a time.",
         "",
         "Hardware ceiling: a single-threaded float32 matmul loop run at once in "
-        f"each worker computes {results['matmul_ceiling']['two_workers_gflops']:.0f} "
-        f"GFLOP/s in total with 2 workers against "
-        f"{results['matmul_ceiling']['one_worker_gflops']:.0f} with 1: "
-        f"{results['matmul_ceiling']['ratio']:.2f}x is the most 2 workers can gain "
-        "on this machine for model-bound work.",
+        f"each worker computes {ceiling['two_workers_gflops']:.0f} GFLOP/s in total with "
+        f"2 workers against {ceiling['one_worker_gflops']:.0f} with 1: "
+        f"{ceiling['ratio']:.2f}x is the most 2 workers can gain on this machine for "
+        "model-bound work.",
         "",
         "Cluster start-up (not in the times below): "
         + ", ".join(f"{label}: {s:.1f} s" for label, s in results["cluster_start_s"].items())
@@ -294,19 +323,15 @@ def markdown(results):
         for arm, r in model["arms"].items():
             same = "yes" if r["identical_to_local"] else (
                 f"no (max abs diff {r['max_abs_diff_to_local']:.1e})")
-            lines.append(f"| {arm} | {r['best_s']:.2f} | {r['images_per_s']:.1f} | {same} |")
+            lines.append(f"| {arm} | {r['best_s']:.2f} | {r['images_per_s']:.2f} | {same} |")
+        lines += [""]
+        lines += [f"- {label}: {ratio:.2f}x." for label, ratio in model["speedup"].items()]
         lines += [
-            "",
-            f"- 2 workers vs 1 single-threaded worker: {model['speedup_2_vs_1_worker']:.2f}x.",
-            f"- 2 workers vs 1 worker with 2 torch threads (both use both cores): "
-            f"{model['speedup_2_workers_vs_1_worker_2_threads']:.2f}x.",
-            f"- 2 workers vs local: {model['speedup_2_workers_vs_local']:.2f}x.",
             "- Loading the checkpoint on the workers (not timed above): "
             + ", ".join(f"{label}: {s:.1f} s" for label, s in model["load_on_workers_s"].items())
             + ".",
             "",
         ]
-    lines += results.get("notes", [])
     return "\n".join(lines) + "\n"
 
 
@@ -344,11 +369,12 @@ def main():
     clusters = {}
     results["cluster_start_s"] = {}
     try:
-        for label, n_workers in (("1 worker", 1), ("2 workers", 2)):
-            clusters[label] = start_cluster(n_workers)
+        for label, (n_workers, threads) in CLUSTERS.items():
+            clusters[label] = start_cluster(n_workers, threads)
             results["cluster_start_s"][label] = clusters[label][2]
             log(f"{label}: started in {clusters[label][2]:.1f} s; torch threads "
                 f"{clusters[label][1].run(_torch_threads)}")
+        results["joblib_runs_one_slot_cluster_here"] = runs_in_this_process(clusters[ONE][1])
         results["matmul_ceiling"] = hardware_ceiling(clusters)
         log(f"matmul ceiling: {results['matmul_ceiling']}")
         results["models"] = []

@@ -400,11 +400,11 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
     * On a 2-core Xeon CPU (AVX-512, no bfloat16 units), float32 runs at about
       1 image/s, about two thirds of the machine's float32 matrix-multiply
       peak; reading and preprocessing are hidden (end to end is within 3% of
-      the model alone). ``compile=True`` adds about 15% after a ~25 s
-      compilation. bfloat16 is about 3.7 times *slower* there, as such CPUs
-      emulate it, hence float32 for ``dtype="auto"`` on the CPU; CPUs with
-      AMX or AVX512-BF16 units run bfloat16 about twice as fast as float32.
-      The cosine between bfloat16 and float32 embeddings was 0.99997.
+      the model alone). ``compile=True`` adds about 15%, after a compilation
+      of 10 to 30 s. bfloat16 is about 3.5 times *slower* there, as such
+      CPUs emulate it, hence float32 for ``dtype="auto"`` on the CPU; CPUs
+      with AMX or AVX512-BF16 units run bfloat16 about twice as fast as
+      float32. The cosine between bfloat16 and float32 embeddings was 0.99997.
     * On GPUs, ``"auto"`` picks bfloat16 (float16 where bfloat16 is not
       supported); use large batches and as many ``num_workers`` as there are
       CPU cores, since decoding becomes the bottleneck.

@@ -478,9 +478,10 @@ class _BaseHeadClassifier(ClassifierMixin, BaseEstimator):
     def _build_net(self, criterion, criterion_kwargs, module_kwargs, device, train_split):
         """The skorch net ``fit`` trains, and ``__setstate__`` rebuilds."""
         import torch
-        from skorch import NeuralNet
 
-        return NeuralNet(
+        from ._net import HeadNet
+
+        return HeadNet(
             module=self._module_class(),
             criterion=criterion,
             optimizer=torch.optim.AdamW,

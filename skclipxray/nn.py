@@ -66,7 +66,7 @@ class GaussianNoise(nn.Module):
 
     def forward(self, x):
         if self.training and self.std > 0:
-            return x + torch.randn_like(x) * self.std
+            return torch.randn_like(x).mul_(self.std).add_(x)
         return x
 
     def extra_repr(self):
@@ -95,8 +95,10 @@ class Dropout(nn.Dropout):
     def forward(self, x):
         if not self.training or self.p in (0.0, 1.0) or x.device.type != "cpu":
             return super().forward(x)
-        keep = torch.rand_like(x) >= self.p
-        return x * (keep * (1.0 / (1.0 - self.p)))
+        # Built in place (one float tensor, no bool mask): a mask-sized
+        # allocation and a pass over it less per call.
+        scale = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * scale
 
 
 def _check_sizes(hidden_sizes, name="hidden_sizes"):

@@ -439,6 +439,32 @@ def test_a_last_batch_of_one_sample_is_dropped(small_data):
     assert head.net_.history[-1, "train_batch_count"] == 2
 
 
+def test_every_submodule_trains_on_training_batches_and_not_on_validation(planted):
+    # The net switches modes only on a change: every layer must still follow.
+    from skorch.callbacks import Callback
+
+    class RecordModes(Callback):
+        def initialize(self):
+            self.seen = []
+            return self
+
+        def on_batch_end(self, net, batch=None, training=None, **kwargs):
+            modes = {module.training for module in net.module_.modules()}
+            self.seen.append((training, modes))
+
+    X, Y, _ = planted
+    recorder = RecordModes()
+    head = BaselineClassifier(
+        **{**SMALL, "max_epochs": 2}, early_stopping=True,
+        callbacks=[("modes", recorder)],
+    ).fit(X[:300], Y[:300])
+    seen = dict(head.net_.callbacks_)["modes"].seen
+    assert {training for training, _ in seen} == {True, False}
+    assert all(modes == {training} for training, modes in seen)
+    head.predict_proba(X[:5])
+    assert not any(module.training for module in head.net_.module_.modules())
+
+
 # ------------------------------------------------- model selection from images
 def _write_images(folder, n=24):
     """Small PNGs: label "Effusion" = bright image, label "Mass" = bright left half."""

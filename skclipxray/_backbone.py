@@ -139,7 +139,7 @@ class Backbone:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _image_processor: object = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
-    _compiled_vision_model: object = field(default=None, repr=False)
+    _compiled_vision_models: dict = field(default_factory=dict, repr=False)
 
     @property
     def image_size(self):
@@ -173,14 +173,16 @@ class Backbone:
                 self._tokenizer = _from_pretrained(AutoTokenizer, self.name)
         return self._tokenizer
 
-    def compiled_vision_model(self):
-        """The vision tower wrapped by ``torch.compile``, made once and shared."""
+    def compiled_vision_model(self, mode="default"):
+        """The vision tower wrapped by ``torch.compile`` in ``mode``, made once and shared."""
         with self._lock:
-            if self._compiled_vision_model is None:
+            if mode not in self._compiled_vision_models:
                 import torch
 
-                self._compiled_vision_model = torch.compile(self.model.vision_model)
-        return self._compiled_vision_model
+                self._compiled_vision_models[mode] = torch.compile(
+                    self.model.vision_model, mode=mode
+                )
+        return self._compiled_vision_models[mode]
 
 
 _BACKBONES = {}

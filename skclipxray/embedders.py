@@ -27,6 +27,9 @@ from .images import ImageReadError, read_image
 
 __all__ = ["EmbeddingWarning", "SigLIPImageEmbedder"]
 
+#: ``torch.compile``'s modes, accepted by ``compile=``.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 def _as_items(X):
     """Turn the accepted containers of images into a list of single images.
@@ -351,9 +354,14 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         (and caching) the images before it. ``"nan"``: give it a row of NaN
         and, at the end, emit one :class:`EmbeddingWarning` listing every
         failed item. Failed items are never cached, so a later run retries them.
-    compile : bool, default=False
-        Run the vision tower through ``torch.compile`` (compiled once per
-        loaded checkpoint, on the first batch, which then takes much longer).
+    compile : bool or str, default=False
+        Run the vision tower through ``torch.compile``, compiled once per
+        loaded checkpoint and mode, on the first batch (which then takes much
+        longer). ``True`` uses torch's default mode; a string names the mode:
+        ``"max-autotune"`` times several kernels for each matrix product
+        during compilation (about a minute on a 2-core CPU) and runs fastest,
+        ``"reduce-overhead"`` and ``"max-autotune-no-cudagraphs"`` are the
+        others.
     n_jobs : int or None, default=None
         Jobs embedding chunks of images in parallel, through joblib.
         ``None`` means 1 unless in a :func:`joblib.parallel_config` context;
@@ -400,9 +408,10 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
     * On a 2-core Xeon CPU (AVX-512, no bfloat16 units), float32 runs at about
       1 image/s, about two thirds of the machine's float32 matrix-multiply
       peak; reading and preprocessing are hidden (end to end is within 3% of
-      the model alone). ``compile=True`` adds about 15%, after a compilation
-      of 10 to 30 s. bfloat16 is about 3.5 times *slower* there, as such
-      CPUs emulate it, hence float32 for ``dtype="auto"`` on the CPU; CPUs
+      the model alone). ``compile="max-autotune"`` adds about 15% (78% of
+      the peak), after a compilation of 30 s. bfloat16 is 3.5 to 4 times
+      *slower* there, as such CPUs emulate it, hence float32 for
+      ``dtype="auto"`` on the CPU; CPUs
       with AMX or AVX512-BF16 units run bfloat16 about twice as fast as
       float32. The cosine between bfloat16 and float32 embeddings was 0.99997.
     * On GPUs, ``"auto"`` picks bfloat16 (float16 where bfloat16 is not
@@ -495,8 +504,14 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
                 "cache must be the path of an SQLite file (str or path-like) or "
                 f"None, got {type(self.cache).__name__}."
             )
-        if not isinstance(self.compile, (bool, np.bool_)):
-            raise TypeError(f"compile must be True or False, got {self.compile!r}.")
+        if not (
+            isinstance(self.compile, (bool, np.bool_))
+            or (isinstance(self.compile, str) and self.compile in COMPILE_MODES)
+        ):
+            raise ValueError(
+                f"compile must be True, False or one of {', '.join(map(repr, COMPILE_MODES))}; "
+                f"got {self.compile!r}."
+            )
         if self.n_jobs is not None and (
             not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs == 0
         ):
@@ -660,7 +675,8 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         with torch.inference_mode():
             batch = torch.from_numpy(pixels).to(backbone.device, backbone.dtype)
             if self.compile:
-                features = backbone.compiled_vision_model()(pixel_values=batch)
+                mode = self.compile if isinstance(self.compile, str) else "default"
+                features = backbone.compiled_vision_model(mode)(pixel_values=batch)
             else:
                 features = backbone.model.get_image_features(pixel_values=batch)
             return features.pooler_output[:n_images].float().cpu().numpy()

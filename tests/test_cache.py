@@ -339,7 +339,7 @@ def test_bad_cache_and_on_error_parameters(tiny_model_dir, pngs, tmp_path):
         _embedder(tiny_model_dir, on_error="skip").fit(pngs)
     with pytest.raises(TypeError, match="cache must be the path"):
         _embedder(tiny_model_dir, cache=42).fit(pngs)
-    with pytest.raises(TypeError, match="compile must be True or False"):
+    with pytest.raises(ValueError, match="compile must be True, False or one of 'default'"):
         _embedder(tiny_model_dir, compile="yes").fit(pngs)
     with pytest.raises(IsADirectoryError, match="is a directory"):
         _embedder(tiny_model_dir, cache=tmp_path).fit_transform(pngs[:1])
@@ -363,13 +363,13 @@ def test_compile_uses_one_compiled_tower_per_checkpoint(
 
     compiled = []
 
-    def fake_compile(module):  # torch.compile's own work is torch's to test
-        compiled.append(module)
+    def fake_compile(module, mode=None):  # torch.compile's own work is torch's to test
+        compiled.append((module, mode))
         return module
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     backbone = load_backbone(tiny_model_dir, device="cpu")
-    monkeypatch.setattr(backbone, "_compiled_vision_model", None)
+    monkeypatch.setattr(backbone, "_compiled_vision_models", {})
     shapes = []
     hook = backbone.model.vision_model.register_forward_pre_hook(
         lambda module, args, kwargs: shapes.append(tuple(kwargs["pixel_values"].shape)),
@@ -379,11 +379,17 @@ def test_compile_uses_one_compiled_tower_per_checkpoint(
         embedder = _embedder(tiny_model_dir, compile=True, batch_size=4)
         out = embedder.fit_transform(pngs[:6])
         clone(embedder).fit_transform(pngs[:2])
+        # Another mode is another compiled tower; asking again reuses it.
+        for _ in range(2):
+            _embedder(tiny_model_dir, compile="max-autotune", batch_size=4).fit_transform(
+                pngs[:1]
+            )
     finally:
         hook.remove()
-    assert compiled == [backbone.model.vision_model]
+    tower = backbone.model.vision_model
+    assert compiled == [(tower, "default"), (tower, "max-autotune")]
     # The last, partial batch is padded to the compiled batch shape.
-    assert [shape[0] for shape in shapes] == [4, 4, 4]
+    assert [shape[0] for shape in shapes] == [4, 4, 4, 4, 4]
     np.testing.assert_allclose(out, _embedder(tiny_model_dir).fit_transform(pngs[:6]),
                                rtol=1e-5, atol=1e-6)
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: one tiny random SigLIP checkpoint per test session."""
+"""Shared fixtures: a tiny random SigLIP checkpoint, the bundled data, one torch thread."""
 
 import os
 
@@ -22,3 +22,14 @@ def data_dir():
     from pathlib import Path
 
     return Path(DATA_DIR)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread, restoring the previous count after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

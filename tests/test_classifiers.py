@@ -34,13 +34,8 @@ HEADS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Small networks: extra threads only add synchronisation cost.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small networks: extra torch threads only add synchronisation cost.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _planted(n=3000, d=32, n_labels=4, seed=0):

@@ -6,7 +6,6 @@ only for checks that genuinely cannot apply, an entry with the reason to
 """
 
 import pytest
-import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skclipxray.classifiers import (
@@ -34,13 +33,8 @@ def _expected_failed_checks(estimator):
     return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny networks: extra threads only add synchronisation cost.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small networks: extra torch threads only add synchronisation cost.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)

@@ -14,13 +14,8 @@ from skclipxray.nn import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny modules: extra threads only add synchronisation cost.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small networks: extra torch threads only add synchronisation cost.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 _LAYER_KINDS = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout)

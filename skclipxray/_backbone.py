@@ -139,7 +139,7 @@ class Backbone:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _image_processor: object = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
-    _compiled_vision_models: dict = field(default_factory=dict, repr=False)
+    _vision_models: dict = field(default_factory=dict, repr=False)
 
     @property
     def image_size(self):
@@ -173,16 +173,41 @@ class Backbone:
                 self._tokenizer = _from_pretrained(AutoTokenizer, self.name)
         return self._tokenizer
 
-    def compiled_vision_model(self, mode="default"):
-        """The vision tower wrapped by ``torch.compile`` in ``mode``, made once and shared."""
-        with self._lock:
-            if mode not in self._compiled_vision_models:
-                import torch
+    def vision_model(self, *, compile=None, quantize=None):
+        """The vision tower, quantized and compiled as asked, made once and shared.
 
-                self._compiled_vision_models[mode] = torch.compile(
-                    self.model.vision_model, mode=mode
-                )
-        return self._compiled_vision_models[mode]
+        Parameters
+        ----------
+        compile : str or None, default=None
+            A ``torch.compile`` mode, or ``None`` to run eagerly.
+        quantize : {None, "int8"}, default=None
+            See :func:`skclipxray._quantize.quantized_copy`. The float tower
+            is left as it is.
+
+        Returns
+        -------
+        torch.nn.Module
+        """
+        if compile is None and quantize is None:
+            return self.model.vision_model
+        key = (compile, quantize)
+        with self._lock:
+            if key not in self._vision_models:
+                tower = self.model.vision_model
+                if quantize is not None:
+                    from ._quantize import quantized_copy
+
+                    # Compiled in several modes, one quantized copy serves them all.
+                    eager_key = (None, quantize)
+                    if eager_key not in self._vision_models:
+                        self._vision_models[eager_key] = quantized_copy(tower, quantize)
+                    tower = self._vision_models[eager_key]
+                if compile is not None:
+                    import torch
+
+                    tower = torch.compile(tower, mode=compile)
+                self._vision_models[key] = tower
+        return self._vision_models[key]
 
 
 _BACKBONES = {}
@@ -285,6 +310,9 @@ def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
     with _BACKBONES_LOCK:
         backbone = _BACKBONES.get(key)
         if backbone is None:
+            from ._quantize import import_torchao_quietly
+
+            import_torchao_quietly()  # before transformers, which imports it noisily
             from transformers import SiglipModel
 
             _check_full_siglip(name)

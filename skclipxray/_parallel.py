@@ -61,7 +61,7 @@ def _describe_checkpoint(params, with_namespace):
     from .embedders import SigLIPImageEmbedder, _cache_namespace
 
     backbone = SigLIPImageEmbedder(**params)._backbone()
-    namespace = _cache_namespace(backbone) if with_namespace else None
+    namespace = _cache_namespace(backbone, params["quantize"]) if with_namespace else None
     return backbone.embedding_dim, namespace
 
 
@@ -109,7 +109,7 @@ def _embed_chunk(params, indices, items, with_namespace):
             if len(positions) >= embedder.batch_size:
                 run_batch()
     run_batch()
-    namespace = _cache_namespace(backbone)[0] if with_namespace else None
+    namespace = _cache_namespace(backbone, embedder.quantize)[0] if with_namespace else None
     return _ChunkResult(vectors, errors, namespace)
 
 

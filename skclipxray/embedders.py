@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbone import DEFAULT_MODEL, load_backbone
+from ._quantize import QUANTIZE_MODES, quantization_identity
 from .cache import EmbeddingCache
 from .images import ImageReadError, read_image
 
@@ -133,16 +134,16 @@ def _checkpoint_identity(backbone):
     return identity
 
 
-def _cache_namespace(backbone):
+def _cache_namespace(backbone, quantize=None):
     """(name, info) of the cache namespace of a loaded checkpoint, memoised.
 
     The name hashes everything that changes an embedding besides the image:
-    the checkpoint's weights, the precision, the image processor's
-    configuration and the reader version. ``info`` is what it stands for,
-    stored in the cache for people to read.
+    the checkpoint's weights, the precision and quantization, the image
+    processor's configuration and the reader version. ``info`` is what it
+    stands for, stored in the cache for people to read.
     """
     with _KEYS_LOCK:
-        found = _NAMESPACES.get(backbone)
+        found = _NAMESPACES.get(backbone, {}).get(quantize)
     if found is not None:
         return found
     identity = {
@@ -152,11 +153,16 @@ def _cache_namespace(backbone):
         "reader_version": _READER_VERSION,
         "output": "vision_model.pooler_output",
     }
+    info = {"model": backbone.name, "dtype": identity["dtype"]}
+    if quantize is not None:
+        # Only quantized namespaces say so: float ones keep their earlier names.
+        identity["quantization"] = quantization_identity(quantize)
+        info["quantize"] = quantize
     text = json.dumps(identity, sort_keys=True)
     name = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-    info = {"model": backbone.name, "dtype": identity["dtype"], "identity": text}
+    info["identity"] = text
     with _KEYS_LOCK:
-        _NAMESPACES[backbone] = (name, info)
+        _NAMESPACES.setdefault(backbone, {})[quantize] = (name, info)
     return name, info
 
 
@@ -365,6 +371,16 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         during compilation (about a minute on a 2-core CPU) and runs fastest,
         ``"reduce-overhead"`` and ``"max-autotune-no-cudagraphs"`` are the
         others.
+    quantize : {None, "int8"}, default=None
+        ``"int8"``: run the vision tower's linear layers in int8 (weights
+        quantized per output channel, inputs per token, on the fly, by
+        torchao's ``Int8DynamicActivationInt8WeightConfig``); attention and
+        everything else stay in ``dtype``. It needs ``compile`` (eager int8
+        runs slower than float32) and torchao (``pip install
+        'skclipxray[int8]'``). Meant for CPUs without bfloat16 units: see
+        Notes for its speed and its agreement with float32, and check that
+        agreement on your own images before relying on it. Quantized
+        embeddings have their own namespace in the cache.
     n_jobs : int or None, default=None
         Jobs embedding chunks of images in parallel, through joblib.
         ``None`` means 1 unless in a :func:`joblib.parallel_config` context;
@@ -462,6 +478,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         cache=None,
         on_error="raise",
         compile=False,
+        quantize=None,
         n_jobs=None,
         chunk_size=None,
     ):
@@ -475,6 +492,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         self.cache = cache
         self.on_error = on_error
         self.compile = compile
+        self.quantize = quantize
         self.n_jobs = n_jobs
         self.chunk_size = chunk_size
 
@@ -514,6 +532,16 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"compile must be True, False or one of {', '.join(map(repr, COMPILE_MODES))}; "
                 f"got {self.compile!r}."
+            )
+        if self.quantize is not None and self.quantize not in QUANTIZE_MODES:
+            raise ValueError(
+                f"quantize must be None or one of {', '.join(map(repr, QUANTIZE_MODES))}; "
+                f"got {self.quantize!r}."
+            )
+        if self.quantize is not None and not self.compile:
+            raise ValueError(
+                f"quantize={self.quantize!r} needs compile=True (or a compile mode): "
+                "run eagerly, int8 matrix products are slower than float32."
             )
         if self.n_jobs is not None and (
             not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs == 0
@@ -602,7 +630,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         if self.cache is None:
             self.cache_namespace_ = None
             return self._embed(items, backbone, cache=None, namespace=None)
-        namespace = _cache_namespace(backbone)
+        namespace = _cache_namespace(backbone, self.quantize)
         self.cache_namespace_ = namespace[0]
         with EmbeddingCache(self.cache) as cache:
             return self._embed(items, backbone, cache=cache, namespace=namespace)
@@ -677,9 +705,10 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
             pixels = np.concatenate([pixels, padding])
         with torch.inference_mode():
             batch = torch.from_numpy(pixels).to(backbone.device, backbone.dtype)
-            if self.compile:
+            if self.compile:  # quantize needs compile
                 mode = self.compile if isinstance(self.compile, str) else "default"
-                features = backbone.compiled_vision_model(mode)(pixel_values=batch)
+                tower = backbone.vision_model(compile=mode, quantize=self.quantize)
+                features = tower(pixel_values=batch)
             else:
                 features = backbone.model.get_image_features(pixel_values=batch)
             return features.pooler_output[:n_images].float().cpu().numpy()

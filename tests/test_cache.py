@@ -369,7 +369,7 @@ def test_compile_uses_one_compiled_tower_per_checkpoint(
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     backbone = load_backbone(tiny_model_dir, device="cpu")
-    monkeypatch.setattr(backbone, "_compiled_vision_models", {})
+    monkeypatch.setattr(backbone, "_vision_models", {})
     shapes = []
     hook = backbone.model.vision_model.register_forward_pre_hook(
         lambda module, args, kwargs: shapes.append(tuple(kwargs["pixel_values"].shape)),

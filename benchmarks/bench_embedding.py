@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_embedding.py [--images DIR] [--quick] [--no-compile]
-                                         [--compile-mode MODE]
+                                         [--compile-mode MODE] [--no-quantize]
 
 Runs, in one process (plus one child process per memory measurement):
 
@@ -13,8 +13,9 @@ Runs, in one process (plus one child process per memory measurement):
    pre-decoded tensors;
 2. achieved GFLOP/s against this machine's matrix-multiply peak measured in
    the same run, the bfloat16 speed-up over float32 and the cosine between the
-   two, and ``torch.compile`` (in ``--compile-mode``, ``max-autotune`` by
-   default; ``--no-compile`` leaves it out);
+   two, ``torch.compile`` (in ``--compile-mode``, ``max-autotune`` by
+   default; ``--no-compile`` leaves it out), and ``quantize="int8"`` (compiled
+   in the same mode, against the naive loop; ``--no-quantize`` leaves it out);
 3. a 5-fold x 4-point ``GridSearchCV`` over 64 images with and without the
    cache: forward passes and wall time;
 4. peak memory (resident set) embedding 200 versus 2,000 images.
@@ -322,7 +323,7 @@ def bench_throughput(args, checkpoint, paths, device, settings):
     result["median_per_round_ratios"] = {
         key: float(np.median([r[key] for r in per_round])) for key in per_round[0]
     }
-    naive_model = tensors = None  # free memory before the next arms
+    tensors = None  # free memory before the next arms
 
     # Half precision against float32, model only and end to end, interleaved.
     half_name = "float32" if auto_name != "float32" else "bfloat16"
@@ -376,7 +377,7 @@ def bench_throughput(args, checkpoint, paths, device, settings):
         compiled_e2e = embedder("auto", compile=args.compile_mode)
         first, _ = timed(lambda: compiled_e2e.fit_transform(compiled_images[:batch_size]), device)
         log(f"torch.compile {args.compile_mode}: first batch (compiling) {first:.1f} s")
-        tower = auto.compiled_vision_model(args.compile_mode)
+        tower = auto.vision_model(compile=args.compile_mode)
 
         def compiled_model_only():
             with torch.inference_mode():
@@ -403,6 +404,11 @@ def bench_throughput(args, checkpoint, paths, device, settings):
             "end_to_end_compiled_over_naive": c_ips["end_to_end_compiled"] / ips["naive_loop"],
         }
         tc = None
+
+    if not args.no_quantize:
+        result["int8"] = bench_int8(args, auto, images, outputs["e2e"], embedder, settings,
+                                    run_naive, len(naive_images), flops, peaks, device)
+    naive_model = None
     result["float32_matmul_peak_gflops"] = max(peaks)
     result["float32_matmul_peaks_gflops"] = peaks
     if auto_name == "float32":
@@ -412,6 +418,55 @@ def bench_throughput(args, checkpoint, paths, device, settings):
     # The fastest any float32 forward pass could run here: at the matmul peak.
     result["float32_images_per_s_at_peak"] = max(peaks) * 1e9 / flops
     return result
+
+
+def bench_int8(args, auto, images, reference, embedder, settings, run_naive, n_naive, flops,
+               peaks, device):
+    """quantize="int8" (compiled, as it must be), side by side with the naive loop."""
+    import torch
+
+    n = settings["n_compiled"]
+    batch_size = settings["batch_size"]
+    int8_images = images[:n]
+    tensors = pre_decoded_batches(auto, int8_images, batch_size)
+    e2e = embedder("auto", compile=args.compile_mode, quantize="int8")
+    first, _ = timed(lambda: e2e.fit_transform(int8_images[:batch_size]), device)
+    log(f"int8, torch.compile {args.compile_mode}: first batch (compiling) {first:.1f} s")
+    tower = auto.vision_model(compile=args.compile_mode, quantize="int8")
+
+    def model_only_int8():
+        with torch.inference_mode():
+            return [tower(pixel_values=b).pooler_output for b in tensors]
+
+    model_only_int8()  # tensors made outside inference mode: one more compile
+    out = {}
+
+    def run_e2e():
+        elapsed, out["int8"] = timed(lambda: e2e.transform(int8_images), device)
+        return elapsed
+
+    seconds = rounds_best({
+        "model_only": lambda: timed(lambda: model_only(auto, tensors), device)[0],
+        "model_only_int8": lambda: timed(model_only_int8, device)[0],
+        "end_to_end_int8": run_e2e,
+        "naive_loop": run_naive,
+    }, settings["compile_rounds"], on_round=lambda: peaks.append(
+        matmul_peak(device, torch.float32, 8192 if device.type == "cuda" else 4096)))
+    ips = {name: (n_naive if name == "naive_loop" else n) / min(values)
+           for name, values in seconds.items()}
+    cos = cosine(out["int8"], reference[:n])
+    return {
+        "mode": args.compile_mode, "n_images": n, "first_batch_s": first,
+        "seconds": seconds, "images_per_s": ips,
+        "speedup_model_only": ips["model_only_int8"] / ips["model_only"],
+        "end_to_end_over_model_only": ips["end_to_end_int8"] / ips["model_only_int8"],
+        "end_to_end_over_naive": ips["end_to_end_int8"] / ips["naive_loop"],
+        # Float FLOPs over int8 time: what a float model would need to match it.
+        "effective_gflops": flops * ips["model_only_int8"] / 1e9,
+        "cosine_to_float_min": float(cos.min()),
+        "cosine_to_float_mean": float(cos.mean()),
+        "max_abs_difference_to_float": float(np.abs(out["int8"] - reference[:n]).max()),
+    }
 
 
 # 3: grid search with and without the cache --------------------------------------------
@@ -595,6 +650,7 @@ def markdown(results):
     g, m = results["grid_search"], results["memory"]
     ips = t["images_per_s"]
     b = t["bfloat16"]
+    q = t.get("int8")
     lines = [
         "# Embedding benchmark",
         "",
@@ -625,6 +681,13 @@ def markdown(results):
         f"(goal >= 0.90: {_check(t['end_to_end_over_model_only'] >= 0.9)}).",
         f"- End to end / naive loop: {t['end_to_end_over_naive']:.2f}x "
         f"(goal >= 1.5x: {_check(t['end_to_end_over_naive'] >= 1.5)}).",
+        *([
+            f"- With `quantize='int8'` (section 2), end to end / naive loop: "
+            f"{q['end_to_end_over_naive']:.2f}x "
+            f"(goal >= 1.5x: {_check(q['end_to_end_over_naive'] >= 1.5)}); end to end / "
+            f"int8 model only: {q['end_to_end_over_model_only']:.3f} "
+            f"(goal >= 0.90: {_check(q['end_to_end_over_model_only'] >= 0.9)})."
+        ] if q else []),
         "- Median of the same ratios taken within each round (arms side by side, under "
         "the same load): end to end / model only "
         f"{t['median_per_round_ratios']['end_to_end_over_model_only']:.3f}, end to end / "
@@ -676,6 +739,21 @@ def markdown(results):
             f"({c['speedup_end_to_end']:.2f}x), {c['end_to_end_compiled_over_naive']:.2f}x "
             "the naive loop."
         )
+    if q:
+        qi = q["images_per_s"]
+        lines.append(
+            f"- `quantize='int8'` (compiled in {q['mode']!r}, {q['n_images']} images, "
+            f"compiling took {q['first_batch_s']:.0f} s): model only "
+            f"{qi['model_only_int8']:.3f} vs {qi['model_only']:.3f} images/s for the "
+            f"{t['dtype_auto']} model ({q['speedup_model_only']:.2f}x), the work of "
+            f"{q['effective_gflops']:.0f} float GFLOP/s; end to end "
+            f"{qi['end_to_end_int8']:.3f} images/s, {q['end_to_end_over_naive']:.2f}x the "
+            f"naive loop ({qi['naive_loop']:.3f} images/s in the same rounds). Cosine to the "
+            f"{t['dtype_auto']} embeddings: min {q['cosine_to_float_min']:.5f}, mean "
+            f"{q['cosine_to_float_mean']:.5f} (largest difference "
+            f"{q['max_abs_difference_to_float']:.3f}), with random weights: the agreement "
+            "on a trained checkpoint is to be checked on its own images."
+        )
     ceiling = t["float32_images_per_s_at_peak"] / ips["naive_loop"]
     if t["dtype_auto"] == "float32":
         lines.append(
@@ -683,7 +761,7 @@ def markdown(results):
             f"{t['float32_images_per_s_at_peak']:.2f} images/s, {ceiling:.2f}x the naive loop"
             + (", which already keeps the cores busy with one image at a time: 1.5x the "
                "naive loop is out of reach in float32 on this machine, and needs a faster "
-               "precision (bfloat16 on CPUs with bfloat16 units, or a GPU)."
+               "precision (int8, bfloat16 on CPUs with bfloat16 units, or a GPU)."
                if ceiling < 1.5 else ".")
         )
     wc, nc, tiny = g["with_cache"], g["without_cache"], g["tiny_checkpoint"]
@@ -746,7 +824,9 @@ def main():
                         help="a smoke run with few images (results not written)")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--compile-mode", default="max-autotune",
-                        help="torch.compile mode of the compiled arm (default: max-autotune)")
+                        help="torch.compile mode of the compiled arms (default: max-autotune)")
+    parser.add_argument("--no-quantize", action="store_true",
+                        help="leave out the quantize='int8' arm (it needs torchao)")
     parser.add_argument("--grid-uncached", choices=["auto", "run", "estimate"], default="auto",
                         help="run the uncached grid search on the real architecture, or "
                              "estimate it (auto: run it when it takes under 10 minutes)")

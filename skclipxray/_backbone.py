@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "COMPILE_MODES",
     "DEFAULT_MODEL",
     "ModelNotAvailableError",
     "clear_backbone_cache",
@@ -23,6 +24,9 @@ __all__ = [
 DEFAULT_MODEL = "StanfordAIMI/XraySigLIP__vit-b-16-siglip-512__webli"
 
 _DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+
+#: ``torch.compile``'s modes, accepted by ``compile=``.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ModelNotAvailableError(OSError):

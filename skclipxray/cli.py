@@ -4,7 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._backbone import DEFAULT_MODEL
+from ._backbone import COMPILE_MODES, DEFAULT_MODEL
+from ._quantize import QUANTIZE_MODES
 
 __all__ = ["main"]
 
@@ -123,6 +124,9 @@ def _embed(args):
     embedder = SigLIPImageEmbedder(
         args.model, device=args.device, dtype=args.dtype,
         batch_size=args.batch_size, cache=cache,
+        # int8 pays only once compiled, so --quantize implies --compile.
+        compile=args.compile or ("default" if args.quantize else False),
+        quantize=args.quantize,
     )
     embeddings = embedder.fit_transform(paths)
     if out.suffix == ".npz":
@@ -186,6 +190,10 @@ def build_parser():
     embed.add_argument("--dtype", default="auto",
                        choices=["auto", "float32", "bfloat16", "float16"])
     embed.add_argument("--batch-size", type=int, default=16)
+    embed.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES,
+                       help="run the vision tower through torch.compile (in this mode)")
+    embed.add_argument("--quantize", choices=QUANTIZE_MODES,
+                       help="int8 linear layers (needs torchao; implies --compile)")
     embed.set_defaults(func=_embed)
     return parser
 

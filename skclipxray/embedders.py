@@ -21,16 +21,12 @@ from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._backbone import DEFAULT_MODEL, load_backbone
+from ._backbone import COMPILE_MODES, DEFAULT_MODEL, load_backbone
 from ._quantize import QUANTIZE_MODES, quantization_identity
 from .cache import EmbeddingCache
 from .images import ImageReadError, read_image
 
 __all__ = ["EmbeddingWarning", "SigLIPImageEmbedder"]
-
-#: ``torch.compile``'s modes, accepted by ``compile=``.
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
 
 def _as_items(X):
     """Turn the accepted containers of images into a list of single images.
@@ -433,6 +429,14 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
       ``dtype="auto"`` on the CPU; CPUs
       with AMX or AVX512-BF16 units run bfloat16 about twice as fast as
       float32. The cosine between bfloat16 and float32 embeddings was 0.99997.
+    * On that CPU (AVX-512 VNNI), ``compile=True, quantize="int8"`` ran the
+      model 1.97x faster than float32, and end to end 1.86x faster than a
+      plain loop over the checkpoint's processor and model, after a
+      compilation of about 35 s. Its embeddings are close to float32, not
+      equal: a cosine of 0.9999 with random weights, but trained weights
+      cost int8 more (0.995 at worst, 0.997 on average, on a trained text
+      transformer quantized the same way). Fit and predict with the same
+      setting.
     * On GPUs, ``"auto"`` picks bfloat16 (float16 where bfloat16 is not
       supported); use large batches and as many ``num_workers`` as there are
       CPU cores, since decoding becomes the bottleneck.

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from skclipxray import load_backbone
 from skclipxray.cli import main
 from skclipxray.persistence import load
 from skclipxray.testing import make_synthetic_nih
@@ -124,6 +125,40 @@ def test_embed_folder_then_csv_resumes_from_the_cache(tmp_path, nih_root, tiny_m
     assert "5 images: 0 embedded, 5 from the cache" in capsys.readouterr().out
     saved = np.load(npz)
     np.testing.assert_allclose(saved["embeddings"], frame.to_numpy()[:5], rtol=1e-5)
+
+
+def test_embed_quantized_implies_compile_and_keeps_its_own_cache_entries(
+    tmp_path, nih_root, tiny_model_dir, capsys, monkeypatch
+):
+    import torch
+
+    modes = []
+
+    def fake_compile(module, mode=None):  # compiling is torch's to test
+        modes.append(mode)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(load_backbone(tiny_model_dir, device="cpu"), "_vision_models", {})
+    images = sorted((nih_root / "images").iterdir())[:4]
+    out, cache = tmp_path / "float.csv", str(tmp_path / "cache.sqlite")
+    common = ["--model", str(tiny_model_dir), "--device", "cpu", "--cache", cache]
+    main(["embed", *map(str, images), "--out", str(out), *common])
+    main(["embed", *map(str, images), "--out", str(tmp_path / "int8.csv"),
+          "--quantize", "int8", *common])
+    main(["embed", *map(str, images), "--out", str(tmp_path / "again.csv"),
+          "--quantize", "int8", "--compile", "max-autotune", *common])
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(";")[0] for line in printed] == [
+        f"4 images: 4 embedded, 0 from the cache {cache}",
+        f"4 images: 4 embedded, 0 from the cache {cache}",  # float entries are not int8 ones
+        f"4 images: 0 embedded, 4 from the cache {cache}",
+    ]
+    assert modes == ["default"]
+    floats, int8 = (pd.read_csv(tmp_path / name, index_col="path").to_numpy()
+                    for name in ("float.csv", "int8.csv"))
+    assert not np.array_equal(floats, int8)
+    np.testing.assert_allclose(int8, floats, atol=0.1)
 
 
 def test_embed_reports_a_missing_csv_column(tmp_path, tiny_model_dir):

@@ -7,9 +7,9 @@ the fly (one scale per token), with torchao's
 ``Int8DynamicActivationInt8WeightConfig``. Attention, normalisation, the
 activations between layers and the output projection of the pooling head
 (an ``nn.MultiheadAttention``, which reads that weight directly) stay in the
-tower's dtype. The int8 matrix
-products are fast only once ``torch.compile`` has fused them into oneDNN (or
-cuBLAS) integer kernels; run eagerly, they are slower than float32.
+tower's dtype. The int8 matrix products are fast only once ``torch.compile``
+has fused them into oneDNN (or cuBLAS) integer kernels; run eagerly, they are
+slower than float32.
 """
 
 import copy
@@ -59,11 +59,6 @@ def import_torchao_quietly():
     """
     if importlib.util.find_spec("torchao") is not None:
         _torchao()
-        with _quiet_loggers("torch.utils._pytree"):
-            try:  # what transformers imports of torchao besides the package
-                import torchao.prototype.safetensors.safetensors_support  # noqa: F401
-            except ImportError:
-                pass
 
 
 def _torchao():
@@ -72,6 +67,11 @@ def _torchao():
         with _quiet_loggers("torchao", "torch.utils._pytree"):
             import torchao
             import torchao.quantization
+
+            try:  # what transformers imports of torchao besides the package
+                import torchao.prototype.safetensors.safetensors_support  # noqa: F401
+            except ImportError:
+                pass
     except ImportError as exc:
         raise ImportError(
             "quantize='int8' needs torchao, which is not installed: "
@@ -112,7 +112,7 @@ def quantized_copy(module, quantize="int8"):
     torch.nn.Module
     """
     if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"quantize must be None or one of {QUANTIZE_MODES}, got {quantize!r}.")
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}.")
     torchao = _torchao()
     # A note for torch's compilation cache, once per process, not about results.
     warnings.filterwarnings(

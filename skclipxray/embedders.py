@@ -28,6 +28,7 @@ from .images import ImageReadError, read_image
 
 __all__ = ["EmbeddingWarning", "SigLIPImageEmbedder"]
 
+
 def _as_items(X):
     """Turn the accepted containers of images into a list of single images.
 
@@ -364,7 +365,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         loaded checkpoint and mode, on the first batch (which then takes much
         longer). ``True`` uses torch's default mode; a string names the mode:
         ``"max-autotune"`` times several kernels for each matrix product
-        during compilation (about a minute on a 2-core CPU) and runs fastest,
+        during compilation (20 to 30 s on a 2-core CPU) and runs fastest,
         ``"reduce-overhead"`` and ``"max-autotune-no-cudagraphs"`` are the
         others.
     quantize : {None, "int8"}, default=None

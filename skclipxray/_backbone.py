@@ -6,7 +6,9 @@ zero-shot classifier) asks :func:`load_backbone` for it. One copy is kept per
 image and text embedders all share the same weights in memory.
 """
 
+import logging
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +220,24 @@ _BACKBONES = {}
 _BACKBONES_LOCK = threading.Lock()
 
 
+class _DefaultSiglipTokenIdsFilter(logging.Filter):
+    """Drop transformers' warning about SigLIP's own default token ids.
+
+    transformers builds throwaway default configurations (to diff against) whose
+    CLIP-era defaults, bos 49406 and eos 49407, lie outside SigLIP's vocabulary,
+    and warns about them on every load (huggingface/transformers#47612). SigLIP
+    uses neither id.
+    """
+
+    _message = re.compile(r"Model config: (bos|eos)_token_id must be .* got 4940[67]\.")
+
+    def filter(self, record):
+        return not self._message.match(record.getMessage())
+
+
+_TOKEN_IDS_FILTER = _DefaultSiglipTokenIdsFilter()
+
+
 def _offline_message(name):
     return (
         f"Could not load the checkpoint {name!r}: it is not a local folder, it is "
@@ -317,6 +337,7 @@ def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
             from ._quantize import import_torchao_quietly
 
             import_torchao_quietly()  # before transformers, which imports it noisily
+            logging.getLogger("transformers.configuration_utils").addFilter(_TOKEN_IDS_FILTER)
             from transformers import SiglipModel
 
             _check_full_siglip(name)

@@ -1,6 +1,9 @@
 """Checkpoint loading: sharing, devices, dtypes, offline and unsafe checkpoints."""
 
+import logging
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -90,3 +93,28 @@ def test_auto_device_prefers_accelerators_and_dtype_follows():
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="dtype='float64'"):
         resolve_dtype("float64", cpu)
+
+
+def test_loading_prints_no_warning_about_siglip_default_token_ids(tiny_model_dir):
+    # transformers warns once per process, so a fresh process is needed.
+    code = (
+        "import sys; from skclipxray import load_backbone; "
+        "load_backbone(sys.argv[1], device='cpu').model.config.to_json_string()"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_model_dir)],
+                          capture_output=True, text=True, check=True)
+    assert "within the vocabulary" not in done.stderr
+
+
+def test_token_ids_filter_keeps_other_token_id_warnings():
+    from skclipxray._backbone import _TOKEN_IDS_FILTER
+
+    def record(message):
+        return logging.LogRecord("transformers", logging.WARNING, "", 0, message, (), None)
+
+    template = ("Model config: {} must be `None` or an integer within the vocabulary "
+                "(between 0 and 31999), got {}. This may result in unexpected behavior.")
+    assert not _TOKEN_IDS_FILTER.filter(record(template.format("bos_token_id", 49406)))
+    assert not _TOKEN_IDS_FILTER.filter(record(template.format("eos_token_id", 49407)))
+    assert _TOKEN_IDS_FILTER.filter(record(template.format("pad_token_id", 49407)))
+    assert _TOKEN_IDS_FILTER.filter(record(template.format("eos_token_id", 40000)))

@@ -41,44 +41,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import elapsed, log, make_checkpoint, nih_pngs
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-IMAGE_FOLDERS = (REPO.parent / "shared/data/real-cxr", REPO / "tests/data/real-cxr")
-
-#: XraySigLIP's vision tower (StanfordAIMI/XraySigLIP__vit-b-16-siglip-512__webli).
-XRAYSIGLIP_VISION = dict(
-    image_size=512, patch_size=16, hidden_size=768, intermediate_size=3072,
-    num_hidden_layers=12, num_attention_heads=12,
-)
 GRID = {"clf__C": [0.01, 0.1, 1.0, 10.0]}
-
-_START = time.perf_counter()
-
-
-def log(message):
-    print(f"[{time.perf_counter() - _START:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 # Inputs ---------------------------------------------------------------------------
-
-
-def nih_pngs(folder=None):
-    """The 1024x1024 NIH PNGs of the first image folder that has some."""
-    from PIL import Image
-
-    for candidate in [folder] if folder else IMAGE_FOLDERS:
-        candidate = Path(candidate)
-        if not candidate.is_dir():
-            continue
-        found = []
-        for path in sorted(candidate.glob("0*_0*.png")):
-            with Image.open(path) as image:
-                if image.size == (1024, 1024):
-                    found.append(str(path))
-        if found:
-            return found
-    raise SystemExit(f"No 1024x1024 NIH PNG found in {folder or IMAGE_FOLDERS}.")
 
 
 def distinct_variants(paths, n, folder):
@@ -105,30 +74,6 @@ def distinct_variants(paths, n, folder):
     if len(out) < n:
         raise SystemExit(f"Only {len(out)} distinct images could be made; need {n}.")
     return out
-
-
-def make_xraysiglip_checkpoint(folder, seed=0):
-    """A checkpoint folder with XraySigLIP's vision tower, random weights.
-
-    The tokenizer and image processor come from :func:`make_tiny_siglip` at
-    512 px (XraySigLIP's preprocessing); the text tower is one small layer,
-    since only the vision tower is measured.
-    """
-    import torch
-    from transformers import SiglipConfig, SiglipModel
-
-    from skclipxray.testing import make_tiny_siglip
-
-    folder = make_tiny_siglip(folder, image_size=512, patch_size=16)
-    text = SiglipConfig.from_pretrained(folder).text_config.to_dict()
-    text.update(hidden_size=768, intermediate_size=768, num_hidden_layers=1,
-                num_attention_heads=12)
-    config = SiglipConfig(text_config=text, vision_config=XRAYSIGLIP_VISION)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SiglipModel(config)
-    model.save_pretrained(folder, safe_serialization=True)
-    return folder
 
 
 def vision_flops(config):
@@ -872,7 +817,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         log("writing the checkpoints and 64 distinct radiographs")
-        checkpoint = make_xraysiglip_checkpoint(work / "xraysiglip-random")
+        checkpoint = make_checkpoint(work / "xraysiglip-random")
         tiny = make_tiny_siglip(work / "tiny-512", image_size=512, patch_size=16)
         distinct = distinct_variants(paths, 64, work / "distinct")
         log("benchmarks 1-2: throughput")
@@ -883,7 +828,7 @@ def main():
         log("benchmark 4: memory")
         results["memory"] = bench_memory(tiny, paths, device, settings, work)
     results["environment"]["load_average_end"] = os.getloadavg()
-    results["wall_s"] = time.perf_counter() - _START
+    results["wall_s"] = elapsed()
     output = Path(args.output)
     if not args.quick:
         output.parent.mkdir(parents=True, exist_ok=True)

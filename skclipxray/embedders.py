@@ -424,12 +424,12 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
     * On a 2-core Xeon CPU (AVX-512, no bfloat16 units), float32 runs at about
       1 image/s, about two thirds of the machine's float32 matrix-multiply
       peak; reading and preprocessing are hidden (end to end is within 3% of
-      the model alone). ``compile="max-autotune"`` adds about 15% (78% of
-      the peak), after a compilation of 30 s. bfloat16 is 3.5 to 4 times
-      *slower* there, as such CPUs emulate it, hence float32 for
-      ``dtype="auto"`` on the CPU; CPUs
-      with AMX or AVX512-BF16 units run bfloat16 about twice as fast as
-      float32. The cosine between bfloat16 and float32 embeddings was 0.99997.
+      the model alone). ``compile="max-autotune"`` adds about 15% (77% of
+      the peak), after a compilation of 20 to 30 s. bfloat16 is 3.5 to 4
+      times *slower* there, as such CPUs emulate it, hence float32 for
+      ``dtype="auto"`` on the CPU; CPUs with AMX or AVX512-BF16 units run
+      bfloat16 about twice as fast as float32. The cosine between bfloat16
+      and float32 embeddings was 0.99997.
     * On that CPU (AVX-512 VNNI), ``compile=True, quantize="int8"`` ran the
       model 1.97x faster than float32, and end to end 1.86x faster than a
       plain loop over the checkpoint's processor and model, after a

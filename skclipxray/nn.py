@@ -18,10 +18,11 @@ saved in its ``state_dict`` and is never trained.
 Since the mega-vector is the same for every image, whatever the prompt side
 computes is the same for every sample of a batch: the fusion heads add a
 prompt-derived term that shifts the image features, not one that varies with
-the image. In :class:`ConcatFusionMLP` the prompt branch's batch norm maps that
-batch-constant input to its learned shift, so the prompt branch behaves
-nearly as a learned constant; this is the architecture as the method describes
-it.
+the image. Batch statistics of that batch-constant input have zero variance,
+so the prompt branch of :class:`ConcatFusionMLP` normalises with fixed
+statistics instead (a learned scale and shift, the same in training and
+evaluation); ordinary batch norm there would train on rounding noise and
+evaluate far from how it trained.
 
 These modules know nothing about scikit-learn; :mod:`skclipxray.classifiers`
 trains them.
@@ -108,20 +109,45 @@ def _check_sizes(hidden_sizes, name="hidden_sizes"):
     return sizes
 
 
-def _dense_layers(in_features, hidden_sizes, dropout, *, norm_before_relu):
+class _BatchConstantNorm(nn.BatchNorm1d):
+    """Batch norm for an input that is the same for every sample of a batch.
+
+    The batch variance of identical rows is zero, so ordinary batch norm
+    divides rounding residuals by ``sqrt(eps)``: in training its output is
+    the learned shift whatever the input, the layers before it receive
+    gradients that are pure rounding noise (which an adaptive optimizer
+    turns into full-size steps, in a direction that depends on the thread
+    count), and at evaluation the lag of the running mean behind that drift
+    is amplified several hundred times. This layer always normalises with
+    its running statistics, which training leaves at their initial mean 0
+    and variance 1: a learned per-feature scale and shift, the same in
+    training and evaluation. It is a ``BatchNorm1d`` so that its state keeps
+    the same entries.
+    """
+
+    def forward(self, x):
+        return nn.functional.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias,
+            training=False, momentum=0.0, eps=self.eps,
+        )
+
+
+def _dense_layers(in_features, hidden_sizes, dropout, *, norm_before_relu,
+                  norm=nn.BatchNorm1d):
     """``Linear`` layers of the given sizes, each followed by its regularisers.
 
     ``norm_before_relu`` orders each block as Linear, BatchNorm, ReLU, Dropout
     (the baseline's order); otherwise Linear, ReLU, BatchNorm, Dropout (the
-    fusion branches' order, as the method describes them).
+    fusion branches' order, as the method describes them). ``norm`` is the
+    normalisation layer's class.
     """
     layers = []
     for size in hidden_sizes:
         layers.append(nn.Linear(in_features, size))
         if norm_before_relu:
-            layers += [nn.BatchNorm1d(size), nn.ReLU()]
+            layers += [norm(size), nn.ReLU()]
         else:
-            layers += [nn.ReLU(), nn.BatchNorm1d(size)]
+            layers += [nn.ReLU(), norm(size)]
         layers.append(Dropout(dropout))
         in_features = size
     return nn.Sequential(*layers), in_features
@@ -207,7 +233,11 @@ class ConcatFusionMLP(_PromptBufferMixin, nn.Module):
     """Image branch and prompt branch, concatenated, then a classifier MLP.
 
     Both branches are made of ``Linear -> ReLU -> BatchNorm1d -> Dropout``
-    layers; the prompt branch reads the flattened prompt mega-vector. The
+    layers; the prompt branch reads the flattened prompt mega-vector. Its
+    input is the same for every sample, so its batch norm layers normalise
+    with their fixed initial statistics (mean 0, variance 1), which leaves a
+    learned per-feature scale and shift: batch statistics of identical rows
+    have zero variance. The
     classifier MLP uses the baseline's ``Linear -> BatchNorm1d -> ReLU ->
     Dropout`` layers and ends with one logit per output.
 
@@ -275,7 +305,7 @@ class ConcatFusionMLP(_PromptBufferMixin, nn.Module):
         )
         self.prompt_branch, prompt_width = _dense_layers(
             self.prompt_vector.numel(), prompt_hidden_sizes, dropout,
-            norm_before_relu=False,
+            norm_before_relu=False, norm=_BatchConstantNorm,
         )
         self.classifier, width = _dense_layers(
             image_width + prompt_width, fusion_hidden_sizes, dropout,

@@ -25,11 +25,20 @@ from skclipxray.images import ImageReadError
 from skclipxray.metrics import multilabel_scorers
 
 
+# Dask's workers run one torch thread each (its nanny sets OMP_NUM_THREADS=1).
+# Another thread count sums in another order and changes the last bits, so
+# this process runs one thread too: then a Dask run equals a local run bit
+# for bit, which the tests below check exactly.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(scope="module")
 def client():
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster, Client(cluster) as client:
+        threads = client.run(lambda: __import__("torch").get_num_threads())
+        assert set(threads.values()) == {1}, threads
         yield client
 
 

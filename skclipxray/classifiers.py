@@ -25,10 +25,12 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils import check_random_state, check_scalar, column_or_1d
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._backbone import resolve_device
+from ._validation import check_multilabel_indicator
+from .labels import NIH_PATHOLOGIES
 
 __all__ = [
     "BaselineClassifier",
@@ -275,19 +277,7 @@ class _BaseHeadClassifier(ClassifierMixin, BaseEstimator):
             y = y.toarray()
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] > 1:
-            target_type = type_of_target(y, input_name="y")
-            if target_type != "multilabel-indicator":
-                names = label_names if label_names is not None else range(y.shape[1])
-                culprit = next(
-                    (f"column {name!r} holds {np.unique(column)[:5].tolist()}"
-                     for name, column in zip(names, y.T)
-                     if not np.isin(column, (0, 1)).all()),
-                    f"its type is {target_type!r}",
-                )
-                raise ValueError(
-                    "A 2-D y is taken as multilabel and must hold only 0 and 1 "
-                    f"(or booleans); {culprit}."
-                )
+            check_multilabel_indicator(y, label_names)
             self.task_ = "multilabel"
             self.labels_ = (
                 np.asarray(label_names, dtype=object)
@@ -768,6 +758,21 @@ class _PromptFusionClassifier(_BaseHeadClassifier):
         expected = len(self.labels_)
         if embeddings.shape[0] != expected:
             what = "labels" if self.task_ == "multilabel" else "classes"
+            embedder_labels = list(getattr(embedder, "labels_", None) or [])
+            if embedder is not None and label_names is None and embedder_labels:
+                shown = ", ".join(map(str, embedder_labels[:3]))
+                which = (
+                    f"the {len(NIH_PATHOLOGIES)} NIH ChestX-ray14 pathologies"
+                    if embedder_labels == list(NIH_PATHOLOGIES)
+                    else f"{len(embedder_labels)} labels"
+                )
+                raise ValueError(
+                    f"y has {expected} labels but no column names, so the prompt "
+                    f"embedder used its default labels, {which} ({shown}, ...). "
+                    "Pass y as a DataFrame whose "
+                    "columns name the labels, e.g. pd.DataFrame(y, columns=[...]), "
+                    "or give prompts as an array of one embedding per label."
+                )
             raise ValueError(
                 f"prompts has {embeddings.shape[0]} rows but y has {expected} "
                 f"{what}; give one prompt embedding per {what[:-1]}, in the "
@@ -829,11 +834,15 @@ class ConcatFusionClassifier(_PromptFusionClassifier):
     Notes
     -----
     The mega-vector is the same for every image, so the prompt branch gives
-    the same output for every sample; its batch norm maps that
-    batch-constant input to the layer's learned shift. Once the running
-    statistics of batch norm have settled, the branch therefore acts as a
-    learned constant input to the classifier, nearly independent of what the
-    prompts say. This is the architecture as the method describes it.
+    the same output for every sample: a learned constant input to the
+    classifier, computed from the prompts. This is the architecture as the
+    method describes it, but for one detail: batch statistics of a
+    batch-constant input have zero variance, so the prompt branch's batch
+    norm layers normalise with fixed statistics (a learned scale and shift).
+    Ordinary batch norm there makes its weights drift on rounding noise
+    (which differs between thread counts) and, at evaluation, divides the
+    lag of its running mean by ``sqrt(eps)``, so that predictions depended
+    on the thread count far beyond rounding.
 
     Examples
     --------

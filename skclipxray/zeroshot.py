@@ -8,6 +8,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._backbone import DEFAULT_MODEL, load_backbone
+from ._validation import check_multilabel_indicator
 from .prompts import DEFAULT_TEMPLATES, PromptEnsembleEmbedder, _check_labels
 
 __all__ = ["ZeroShotClassifier"]
@@ -157,6 +158,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 f"(starting {labels[:3]}); pass labels= naming y's columns, "
                 "or y as a DataFrame."
             )
+        check_multilabel_indicator(y, labels)
         return labels
 
     def fit(self, X, y=None):
@@ -168,7 +170,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             Image embeddings from the same checkpoint (raw or L2-normalised);
             only their width is checked.
         y : DataFrame or array-like of shape (n_samples, n_labels), optional
-            Ignored, except that a DataFrame's column names become the labels.
+            Only checked (one row per sample, one 0/1 column per label); a
+            DataFrame's column names become the labels.
 
         Returns
         -------

@@ -20,6 +20,7 @@ from skclipxray.classifiers import (
     ConcatFusionClassifier,
     WeightedSumClassifier,
 )
+from skclipxray.labels import NIH_PATHOLOGIES
 from skclipxray.testing import HashPromptEmbedder
 
 SMALL = dict(hidden_sizes=(32,), max_epochs=10, batch_size=32, lr=0.01, random_state=2)
@@ -296,8 +297,14 @@ def test_fusion_prompt_errors(cls, small_data):
         cls(**SMALL).fit(X, Y)
     with pytest.raises(ValueError, match="prompts has 14 rows but y has 3 labels"):
         cls(np.ones((14, 4)), **SMALL).fit(X, Y)
-    with pytest.raises(ValueError, match="prompts has 5 rows but y has 3 labels"):
+    with pytest.raises(ValueError, match=r"y has 3 labels but no column names, so the prompt "
+                       r"embedder used its default labels, 5 labels \(a, b, c, \.\.\.\)\. "
+                       r"Pass y as a DataFrame whose columns name the labels"):
         cls(HashPromptEmbedder(), **SMALL).fit(X, Y.to_numpy())
+    nih = HashPromptEmbedder(default_labels=NIH_PATHOLOGIES)
+    with pytest.raises(ValueError, match="the 14 NIH ChestX-ray14 pathologies "
+                                         r"\(Atelectasis, Cardiomegaly, Effusion, \.\.\.\)"):
+        cls(nih, **SMALL).fit(X, Y.to_numpy())
     with pytest.raises(ValueError, match="prompts has 3 rows but y has 2 classes"):
         cls(np.ones((3, 4)), **SMALL).fit(X, X[:, 0] > 0)
     with pytest.raises(ValueError, match="prompts contains NaN"):
@@ -377,6 +384,20 @@ def test_clone_and_params():
 
 
 # ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("name", HEADS)
+@pytest.mark.parametrize("values", [(0, 2), (-1, 1), (1, 2)])
+def test_a_2d_y_of_two_values_other_than_0_and_1_is_refused(name, values, small_data):
+    # scikit-learn calls any two-valued integer matrix "multilabel-indicator";
+    # predict would then answer in 0/1, not in the values given.
+    X, Y = small_data
+    coded = Y.replace({0: values[0], 1: values[1]})
+    with pytest.raises(ValueError, match=r"must hold only 0 and 1 \(or booleans\); "
+                                         rf"column 'Mass' holds \[{values[0]}, {values[1]}\]"):
+        HEADS[name](**SMALL).fit(X, coded)
+    with pytest.raises(ValueError, match=r"column 0 holds"):
+        HEADS[name](**SMALL).fit(X, coded.to_numpy())
+
+
 def test_bad_input_errors(small_data):
     X, Y = small_data
     head = BaselineClassifier(**SMALL)

@@ -164,8 +164,10 @@ def test_predict_thresholds_probabilities(scored_model_dir, embeddings, threshol
 def test_pipeline_after_image_embedder_in_cross_validate(scored_model_dir, images):
     from skclipxray.embedders import SigLIPImageEmbedder
 
+    # One image per batch: a fold embeds exactly as the whole set does (other
+    # batch sizes can change the last bits, and so a tie in the AUROC's ranks).
     pipeline = make_pipeline(
-        SigLIPImageEmbedder(scored_model_dir, device="cpu", progress=False),
+        SigLIPImageEmbedder(scored_model_dir, device="cpu", progress=False, batch_size=1),
         ZeroShotClassifier(scored_model_dir, device="cpu"),
     )
     rng = np.random.default_rng(1)
@@ -282,6 +284,12 @@ def test_tags_say_multilabel_and_y_optional():
         ({}, lambda n: np.zeros(n), r"y has shape \(6,\); .* is multilabel"),
         ({}, lambda n: np.zeros((n, 3)), "y has 3 columns but there are 14 labels"),
         ({}, lambda n: np.zeros((n + 1, 14)), "y has 7 rows but X has 6 samples"),
+        ({}, lambda n: np.where(np.eye(n, 14) > 0, 2, 0),
+         r"must hold only 0 and 1 \(or booleans\); column 'Atelectasis' holds \[0, 2\]"),
+        ({}, lambda n: np.where(np.eye(n, 14) > 0, 1, -1),
+         r"must hold only 0 and 1 \(or booleans\); column 'Atelectasis' holds \[-1, 1\]"),
+        ({"labels": ["Mass", "Nodule"]}, lambda n: np.full((n, 2), 0.5),
+         r"column 'Mass' holds \[0.5\]"),
         ({"labels": []}, lambda n: None, "labels is an empty list"),
         ({"threshold": 1.5}, lambda n: None, r"threshold must be a number in \[0, 1\]"),
         ({"templates": ["no placeholder"]}, lambda n: None, "has no '{}' placeholder"),

@@ -6,10 +6,12 @@ zero-shot classifier) asks :func:`load_backbone` for it. One copy is kept per
 image and text embedders all share the same weights in memory.
 """
 
+import functools
 import logging
 import os
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,6 +222,8 @@ _BACKBONES = {}
 _BACKBONES_LOCK = threading.Lock()
 
 
+
+
 class _DefaultSiglipTokenIdsFilter(logging.Filter):
     """Drop transformers' warning about SigLIP's own default token ids.
 
@@ -238,22 +242,143 @@ class _DefaultSiglipTokenIdsFilter(logging.Filter):
 _TOKEN_IDS_FILTER = _DefaultSiglipTokenIdsFilter()
 
 
+#: Seconds to wait for the Hugging Face hub before taking the machine as offline.
+_HUB_PROBE_TIMEOUT = 3.0
+
+_QUIET_LOCK = threading.Lock()
+_quiet = {"depth": 0, "saved": None}
+
+
+@contextmanager
+def _quiet_transformers():
+    """Hide transformers' progress bars and warnings while skclipxray loads a checkpoint.
+
+    The library root logger ``transformers`` is raised to ERROR and the bars
+    transformers draws (``Loading weights``) are replaced by silent ones, for
+    the duration of the load only; the previous level and tqdm hook are put
+    back after, so logging the caller configured for its own transformers
+    work is untouched. Download bars belong to huggingface_hub and still
+    show. What those warnings would report that matters (weights missing from
+    the checkpoint) is checked by :func:`load_backbone` instead.
+    """
+    from transformers.utils import logging as hf_logging
+
+    library = logging.getLogger("transformers")
+    set_hook = getattr(hf_logging, "set_tqdm_hook", None)  # transformers >= 5
+    with _QUIET_LOCK:
+        if _quiet["depth"] == 0:
+            hook = None
+            if set_hook is not None:
+                hook = set_hook(lambda factory, args, kwargs: hf_logging.EmptyTqdm(*args, **kwargs))
+            _quiet["saved"] = (library.level, hook)
+            library.setLevel(logging.ERROR)
+        _quiet["depth"] += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                level, hook = _quiet["saved"]
+                library.setLevel(level)
+                if set_hook is not None:
+                    set_hook(hook)
+
+
+def _looks_like_path(name):
+    """Whether ``name`` is meant as a local folder rather than a hub id ``org/model``."""
+    if not isinstance(name, str):
+        return True  # a path-like object
+    separators = name.count("/") + (name.count("\\") if os.sep == "\\" else 0)
+    return (
+        os.path.isabs(name)
+        or name.startswith((".", "~"))
+        or separators > 1
+        or name.endswith(("/", os.sep))
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _hub_reachable(endpoint):
+    """Whether one HTTP request reaches the hub within a few seconds (asked once a process).
+
+    huggingface_hub retries a failed connection five times with growing
+    waits (about 20 s) before giving up; one short request, through its own
+    HTTP session so that proxies apply, says at once whether trying is worth it.
+    """
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=_HUB_PROBE_TIMEOUT)
+    except Exception:  # any transport error: unreachable (an HTTP status is an answer)
+        return False
+    return True
+
+
+def _offline(name):
+    """True if ``name`` is a hub id and the hub cannot be reached from here."""
+    if Path(name).is_dir():
+        return False
+    from huggingface_hub import constants
+
+    offline_variable = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    return (
+        offline_variable or constants.HF_HUB_OFFLINE
+        or not _hub_reachable(constants.ENDPOINT)
+    )
+
+
+def _in_local_hub_cache(name):
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # not a valid repo id
+        return False
+
+
 def _offline_message(name):
     return (
         f"Could not load the checkpoint {name!r}: it is not a local folder, it is "
         "not in the local Hugging Face cache, and it could not be downloaded "
         "(no network, or HF_HUB_OFFLINE=1). Download it once on a machine with "
         f"internet access, e.g. `hf download {name} --local-dir DIR`, then pass "
-        "model=DIR (or copy the Hugging Face cache, HF_HOME, to this machine)."
+        "model=DIR (or copy the Hugging Face cache, HF_HOME, to this machine). "
+        "On a machine without network, set HF_HUB_OFFLINE=1 so that the hub is "
+        "not even tried."
     )
 
 
+def _check_reachable(name):
+    """Fail at once for a hub id that is neither cached here nor downloadable.
+
+    Returns the keyword arguments for ``from_pretrained``: ``local_files_only``
+    when the hub cannot be reached but the checkpoint is in the local cache.
+    """
+    if Path(name).is_dir():
+        return {}
+    if _looks_like_path(name):
+        raise ModelNotAvailableError(
+            f"The checkpoint folder {name!r} was not found "
+            f"(looked for {str(Path(name).expanduser().absolute())!r}). Check the "
+            "path, or give a Hugging Face model id such as "
+            f"{DEFAULT_MODEL!r}."
+        )
+    if not _offline(name):
+        return {}
+    if _in_local_hub_cache(name):
+        return {"local_files_only": True}
+    raise ModelNotAvailableError(_offline_message(name))
+
+
 def _from_pretrained(cls, name, **kwargs):
-    """``cls.from_pretrained`` with a clear error when the files are not reachable."""
+    """``cls.from_pretrained``, quietly, with a clear error when the files are not reachable."""
+    kwargs = {**_check_reachable(name), **kwargs}
     try:
         # Never run code shipped with a checkpoint (transformers may otherwise
         # ask on the terminal and run it when the user says yes).
-        return cls.from_pretrained(name, trust_remote_code=False, **kwargs)
+        with _quiet_transformers():
+            return cls.from_pretrained(name, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as exc:
         # transformers raises OSError for missing files and ValueError for a
         # config.json it cannot make sense of.
@@ -301,6 +426,24 @@ def _check_full_siglip(name):
         )
 
 
+def _check_complete(name, loading_info):
+    """Refuse weights that do not fill the model: transformers would fill them at random."""
+    problems = {
+        "missing": loading_info.get("missing_keys") or [],
+        "of the wrong shape": loading_info.get("mismatched_keys") or [],
+    }
+    found = {what: sorted(map(str, keys)) for what, keys in problems.items() if keys}
+    if found:
+        listed = "; ".join(
+            f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+            for what, keys in found.items()
+        )
+        raise ModelNotAvailableError(
+            f"The checkpoint {name!r} does not hold every weight of a SigLIP model: "
+            f"{listed}. Loading it would fill those weights at random."
+        )
+
+
 def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
     """Load (or reuse) a SigLIP checkpoint.
 
@@ -334,6 +477,7 @@ def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
     with _BACKBONES_LOCK:
         backbone = _BACKBONES.get(key)
         if backbone is None:
+            _check_reachable(name)  # before the slow imports
             from ._quantize import import_torchao_quietly
 
             import_torchao_quietly()  # before transformers, which imports it noisily
@@ -341,9 +485,11 @@ def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
             from transformers import SiglipModel
 
             _check_full_siglip(name)
-            siglip = _from_pretrained(
-                SiglipModel, name, use_safetensors=True, dtype=resolved_dtype
+            siglip, loading_info = _from_pretrained(
+                SiglipModel, name, use_safetensors=True, dtype=resolved_dtype,
+                output_loading_info=True,
             )
+            _check_complete(name, loading_info)
             siglip.to(resolved_device).eval()
             siglip.requires_grad_(False)
             backbone = Backbone(name, siglip, resolved_device, resolved_dtype)

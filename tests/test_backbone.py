@@ -1,6 +1,7 @@
 """Checkpoint loading: sharing, devices, dtypes, offline and unsafe checkpoints."""
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -118,3 +119,128 @@ def test_token_ids_filter_keeps_other_token_id_warnings():
     assert not _TOKEN_IDS_FILTER.filter(record(template.format("eos_token_id", 49407)))
     assert _TOKEN_IDS_FILTER.filter(record(template.format("pad_token_id", 49407)))
     assert _TOKEN_IDS_FILTER.filter(record(template.format("eos_token_id", 40000)))
+
+
+@pytest.mark.parametrize(
+    "name, is_path",
+    [
+        (DEFAULT_MODEL, False),
+        ("google/siglip-base-patch16-224", False),
+        ("./no_such_model", True),
+        ("../models/xraysiglip", True),
+        ("/data/models/xraysiglip", True),
+        ("~/xraysiglip", True),
+        ("models/xraysiglip/", True),
+        ("models/xraysiglip/v2", True),
+    ],
+)
+def test_names_that_look_like_paths(name, is_path):
+    from skclipxray._backbone import _looks_like_path
+
+    assert _looks_like_path(name) is is_path
+
+
+def test_mistyped_folder_says_folder_not_found(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotAvailableError) as info:
+        load_backbone("./no_such_model", device="cpu")
+    message = str(info.value)
+    assert message.startswith("The checkpoint folder './no_such_model' was not found")
+    assert str(tmp_path / "no_such_model") in message
+    assert "hf download" not in message
+
+
+@pytest.fixture
+def closed_port():
+    """A loopback port nothing listens on: connections are refused at once."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_hub_probe_tells_a_dead_endpoint_from_a_live_one(closed_port, monkeypatch):
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    from skclipxray._backbone import _hub_reachable
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    # The suite runs with HF_HUB_OFFLINE=1, under which huggingface_hub's
+    # session refuses every request.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert not _hub_reachable(f"http://127.0.0.1:{closed_port}")
+    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:  # it answers 501 to HEAD: an answer, so the hub is reachable
+        assert _hub_reachable(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_unreachable_hub_fails_fast_without_hf_hub_offline(closed_port, tmp_path):
+    # HF_HUB_OFFLINE unset and a hub that refuses connections: huggingface_hub
+    # alone retries for about 20 s before failing.
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{closed_port}", HF_HOME=str(tmp_path))
+    code = (
+        "import sys, time; from skclipxray import load_backbone; start = time.perf_counter()\n"
+        "try: load_backbone(sys.argv[1], device='cpu')\n"
+        "except Exception as exc: print(type(exc).__name__, exc)\n"
+        "print(f'{time.perf_counter() - start:.2f}')"
+    )
+    done = subprocess.run([sys.executable, "-c", code, DEFAULT_MODEL], env=env,
+                          capture_output=True, text=True, check=True, timeout=120)
+    *message, seconds = done.stdout.strip().splitlines()
+    assert message[0].startswith("ModelNotAvailableError Could not load the checkpoint")
+    assert "set HF_HUB_OFFLINE=1" in message[0]
+    assert float(seconds) < 8  # the probe waits 3 s at most; one retry waits 1 s
+    assert "Retrying" not in done.stderr
+
+
+def test_a_checkpoint_missing_weights_is_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "incomplete"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    dropped = next(name for name in sorted(weights) if name.startswith("vision_model."))
+    del weights[dropped]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelNotAvailableError, match=r"1 missing \(vision_model\."):
+        load_backbone(folder, device="cpu")
+
+
+_QUIET_LOAD = """
+import logging, sys
+from transformers.utils import logging as hf_logging
+from skclipxray import PromptEnsembleEmbedder, SigLIPImageEmbedder
+hf_logging.set_verbosity_info()
+level = logging.getLogger("transformers").level
+SigLIPImageEmbedder(sys.argv[1], device="cpu", progress=False).fit_transform(
+    [__import__("numpy").zeros((8, 8), "uint8")])
+PromptEnsembleEmbedder(sys.argv[1], device="cpu").fit_transform(["Mass"])
+assert logging.getLogger("transformers").level == level, "verbosity not restored"
+hf_logging.get_logger("transformers.modeling_utils").info("the caller's own message")
+for _ in hf_logging.tqdm(range(2), desc="the caller's own bar"):
+    pass
+"""
+
+
+def test_the_library_loads_quietly_and_leaves_transformers_logging_as_it_was(tiny_model_dir):
+    done = subprocess.run([sys.executable, "-c", _QUIET_LOAD, str(tiny_model_dir)],
+                          capture_output=True, text=True, check=True, timeout=300)
+    assert "Loading weights" not in done.stderr
+    assert "within the vocabulary" not in done.stderr
+    assert "the caller's own message" in done.stderr
+    assert "the caller's own bar" in done.stderr

@@ -10,7 +10,8 @@ Design
 ------
 * One SQLite database in write-ahead-log (WAL) mode. Readers never block the
   writer nor each other; writers take turns (each waits up to ``timeout``
-  seconds for the lock).
+  seconds for the lock, then fails with an :class:`EmbeddingCacheError` that
+  says so).
 * Each :meth:`~EmbeddingCache.put_many` is one transaction: a process killed
   at any point (even ``SIGKILL``) loses at most the batch it was writing, and
   the file is never left half-written. ``synchronous=NORMAL`` makes a commit
@@ -28,35 +29,58 @@ Design
 * Embeddings are grouped in *namespaces*, one per checkpoint and precision
   (the embedder names them by a hash and records what they stand for; see
   :meth:`~EmbeddingCache.namespaces`).
+* Every row stores the CRC32 of its vector, and every read checks it, with the
+  vector's length and finiteness. A row that fails is never served: it is
+  reported as missing (so the caller computes it again, and
+  :meth:`~EmbeddingCache.put_many` replaces it) and counted in
+  :attr:`~EmbeddingCache.n_rejected`. Caches written before the checksum
+  (format 1) are upgraded in place when first opened for writing: rows of the
+  wrong length or with non-finite values are deleted, the others get their
+  checksum then (a value damaged before that cannot be detected).
+* A cache whose file or folder cannot be written (a read-only mount, another
+  user's file) is opened read-only: its embeddings are served, and any write
+  raises :class:`ReadOnlyCacheError`. When SQLite cannot create its ``-shm``
+  file beside the database either, the file is read as *immutable*: no other
+  process may write it meanwhile, and embeddings left in a ``-wal`` file by a
+  writer that did not close it are not seen.
+* Every SQLite failure (a damaged file, a file that is not a cache, a lock
+  held past ``timeout``, a full disk) is raised as an
+  :class:`EmbeddingCacheError` naming the file and saying what to do.
 
 SQLite's WAL mode needs shared memory between processes: keep the file on a
-local disk, not on a network file system (NFS, SMB).
+local disk, not on a network file system (NFS, SMB). A read-only share is
+fine.
 """
 
 import json
+import numbers
 import os
 import sqlite3
 import threading
-from contextlib import contextmanager
+import zlib
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EmbeddingCache"]
+__all__ = ["EmbeddingCache", "EmbeddingCacheError", "ReadOnlyCacheError"]
 
-_SCHEMA_VERSION = 1
+# Format 1: no checksum. Format 2: embeddings.crc, the CRC32 of the vector blob.
+_SCHEMA_VERSION = 2
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS namespaces (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         info TEXT
     )""",
-    # key: hash of (namespace, image content); vector: dim little-endian float32.
+    # key: hash of (namespace, image content); vector: dim little-endian
+    # float32; crc: zlib.crc32 of vector.
     """CREATE TABLE IF NOT EXISTS embeddings (
         key BLOB PRIMARY KEY,
         namespace_id INTEGER NOT NULL REFERENCES namespaces(id),
         dim INTEGER NOT NULL,
-        vector BLOB NOT NULL
+        vector BLOB NOT NULL,
+        crc INTEGER
     ) WITHOUT ROWID""",
     # Which content a path held when it was last embedded (size and mtime then).
     """CREATE TABLE IF NOT EXISTS paths (
@@ -68,9 +92,52 @@ _SCHEMA = (
         PRIMARY KEY (namespace_id, path)
     ) WITHOUT ROWID""",
 )
+# The columns of each table, by format.
+_COLUMNS = {
+    1: {
+        "namespaces": ["id", "name", "info"],
+        "embeddings": ["key", "namespace_id", "dim", "vector"],
+        "paths": ["namespace_id", "path", "key", "size", "mtime_ns"],
+    },
+}
+_COLUMNS[2] = {**_COLUMNS[1], "embeddings": [*_COLUMNS[1]["embeddings"], "crc"]}
 # Well below SQLite's limit on bound parameters in one statement.
 _CHUNK = 500
 _VECTOR_DTYPE = np.dtype("<f4")
+
+# SQLite's primary result codes (https://sqlite.org/rescode.html).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
+_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
+# Their messages, for Python < 3.11 whose exceptions do not carry the code.
+_MESSAGES = {
+    "database is locked": _SQLITE_BUSY,
+    "database table is locked": _SQLITE_LOCKED,
+    "attempt to write a readonly database": _SQLITE_READONLY,
+    "disk I/O error": _SQLITE_IOERR,
+    "database or disk is full": _SQLITE_FULL,
+    "unable to open database file": _SQLITE_CANTOPEN,
+}
+
+
+class EmbeddingCacheError(OSError):
+    """The embedding cache file cannot be used as asked.
+
+    Raised for every failure of the SQLite file behind an
+    :class:`EmbeddingCache`: a damaged file or one that is not a cache, a
+    write lock that another process held longer than ``timeout``, a full disk,
+    a path that cannot be created. The message names the file and says what
+    to do. A subclass of :class:`OSError`: the fault is in a file or its
+    storage, not in the values passed.
+    """
+
+
+class ReadOnlyCacheError(EmbeddingCacheError):
+    """A write to an embedding cache that was opened read-only.
+
+    The cache still serves the embeddings it holds; only storing new ones
+    (:meth:`EmbeddingCache.put_many`, :meth:`EmbeddingCache.link_paths`)
+    fails.
+    """
 
 
 def _as_key(key):
@@ -86,25 +153,91 @@ def _chunks(sequence, size=_CHUNK):
         yield sequence[start : start + size]
 
 
+def _writable(path):
+    """Whether this process may write ``path`` (False on a read-only mount, even as root)."""
+    return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _on_read_only_file_system(path):
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs on Windows
+        return False
+
+
+def _result_code(exc):
+    """SQLite's primary result code of ``exc``, or None if unknown."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF
+    return _MESSAGES.get(str(exc))
+
+
+@contextmanager
+def _transaction(connection, begin="BEGIN"):
+    """Committed if the block succeeds, else rolled back."""
+    connection.execute(begin)
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            with suppress(sqlite3.Error):  # report the first failure
+                connection.execute("ROLLBACK")
+        raise
+
+
+def _vector_of(dim, blob, crc, *, check_crc):
+    """The stored vector as float32, or None if the row is damaged."""
+    if (
+        not isinstance(blob, bytes) or not isinstance(dim, int) or dim <= 0
+        or len(blob) != dim * _VECTOR_DTYPE.itemsize
+        or (check_crc and crc != zlib.crc32(blob))
+    ):
+        return None
+    vector = np.frombuffer(blob, dtype=_VECTOR_DTYPE).astype(np.float32)
+    return vector if np.isfinite(vector).all() else None
+
+
+def _vector_ok(dim, blob):
+    """SQL function for the upgrade from format 1: length and finiteness."""
+    return _vector_of(dim, blob, None, check_crc=False) is not None
+
+
 class EmbeddingCache:
     """Embeddings on disk, keyed by image content, safe to share and to kill.
 
     The database is opened on first use and may be used from several threads
     (calls are serialised) and several processes (SQLite locking). Only the
-    path is pickled, never the open connection.
+    path and the timeout are pickled, never the open connection.
 
     Parameters
     ----------
     path : str or path-like
         The SQLite file; it and its folder are created if missing. SQLite
         keeps two companion files beside it while it is open (``-wal`` and
-        ``-shm``).
+        ``-shm``). If the file or its folder cannot be written, the cache is
+        opened read-only (see :attr:`read_only`).
     timeout : float, default=60.0
-        Seconds to wait for another process's write to finish before failing.
+        Seconds to wait for another process's write to finish before failing
+        with an :class:`EmbeddingCacheError`.
 
     Attributes
     ----------
     path : pathlib.Path
+    timeout : float
+    n_rejected : int
+        How many stored rows the lookups of this object found damaged (a blob
+        of the wrong length, non-finite values, or a checksum that does not
+        match) and reported as missing instead of serving them. Cumulative: a
+        row looked up twice counts twice. It starts at 0 (it is not pickled).
+
+    Raises
+    ------
+    EmbeddingCacheError
+        From any method, when the file cannot be used: see its documentation.
+    ReadOnlyCacheError
+        From the methods that write, when the cache is read-only.
 
     Examples
     --------
@@ -124,12 +257,35 @@ class EmbeddingCache:
 
     def __init__(self, path, *, timeout=60.0):
         self.path = Path(os.fspath(path)).expanduser()
-        self.timeout = timeout
+        if (
+            isinstance(timeout, bool) or not isinstance(timeout, numbers.Real)
+            or not 0 <= timeout < float("inf")
+        ):
+            raise ValueError(
+                f"timeout must be a number of seconds >= 0, got {timeout!r}."
+            )
+        self.timeout = float(timeout)
+        self.n_rejected = 0
         self._connection = None
+        self._read_only = None  # why the open cache is read-only; None: it is writable
+        self._has_crc = True  # False for a format-1 cache opened read-only
         self._lock = threading.RLock()
 
     def __repr__(self):
         return f"EmbeddingCache({str(self.path)!r})"
+
+    @property
+    def read_only(self):
+        """Whether the cache was opened read-only, opening it if needed.
+
+        True when the file or its folder cannot be written (or SQLite refused
+        to write it): the embeddings it holds are served, and
+        :meth:`put_many` and :meth:`link_paths` raise
+        :class:`ReadOnlyCacheError`.
+        """
+        with self._lock:
+            self._connect()
+            return self._read_only is not None
 
     # Connection ------------------------------------------------------------
 
@@ -137,89 +293,251 @@ class EmbeddingCache:
         """The open connection, opening the database (and schema) on first use."""
         if self._connection is not None:
             return self._connection
-        if self.path.is_dir():
-            raise IsADirectoryError(
-                f"The embedding cache path {str(self.path)!r} is a directory; "
+        try:
+            self._connection = self._open()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        except EmbeddingCacheError:
+            raise
+        except OSError as exc:
+            raise EmbeddingCacheError(
+                f"Cannot open the embedding cache {str(self.path)!r}: {exc}."
+            ) from exc
+        return self._connection
+
+    def _open(self):
+        path = self.path
+        if path.is_dir():
+            raise EmbeddingCacheError(
+                f"The embedding cache path {str(path)!r} is a directory; "
                 "give a file name such as 'embeddings.sqlite'."
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # isolation_level=None: transactions are opened explicitly, below.
-            connection = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise OSError(
-                f"Cannot open the embedding cache {str(self.path)!r}: {exc}"
-            ) from exc
+        if not path.exists():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise EmbeddingCacheError(
+                    f"Cannot create the embedding cache {str(path)!r}: {exc}. "
+                    "Give a path in a folder you can write to."
+                ) from exc
+            if not _writable(path.parent):
+                raise EmbeddingCacheError(
+                    f"Cannot create the embedding cache {str(path)!r}: its folder "
+                    "cannot be written. Give a path in a folder you can write to."
+                )
+            return self._open_for_writing()
+        if _on_read_only_file_system(path):
+            reason = "it is on a read-only file system"
+        elif not _writable(path):
+            reason = "the file cannot be written"
+        elif not _writable(path.parent):
+            reason = ("its folder cannot be written, so SQLite cannot create "
+                      "its -wal and -shm files")
+        else:
+            try:
+                return self._open_for_writing()
+            except sqlite3.Error as exc:
+                if _result_code(exc) not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+                    raise
+                reason = f"SQLite cannot write it: {exc}"
+        return self._open_read_only(reason)
+
+    def _new_connection(self, target, **kwargs):
+        # isolation_level=None: transactions are opened explicitly (_writing).
+        # timeout is SQLite's busy timeout: how long a statement waits for a lock.
+        return sqlite3.connect(
+            target, timeout=self.timeout, isolation_level=None,
+            check_same_thread=False, **kwargs,
+        )
+
+    def _open_for_writing(self):
+        connection = self._new_connection(self.path)
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            self._create_schema(connection)
-        except sqlite3.DatabaseError as exc:
+            self._prepare_schema(connection, writable=True)
+        except BaseException:
             connection.close()
-            raise ValueError(
-                f"{str(self.path)!r} is not a usable embedding cache: {exc}. "
-                "Give the path of a new file or of a cache written by skclipxray."
-            ) from exc
-        self._connection = connection
+            raise
+        self._read_only = None
         return connection
 
-    def _create_schema(self, connection):
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version == _SCHEMA_VERSION:
-            return
-        if version > _SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"it was written by a newer skclipxray (cache format {version}, "
-                f"this version reads format {_SCHEMA_VERSION})"
-            )
-        connection.execute("BEGIN IMMEDIATE")
+    def _open_read_only(self, reason):
+        uri = self.path.absolute().as_uri()
+        # mode=ro shares the -shm index with writers; without one, and no right
+        # to create it, the file can only be read as immutable.
+        for query in ("mode=ro", "mode=ro&immutable=1"):
+            connection = self._new_connection(f"{uri}?{query}", uri=True)
+            try:
+                connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                break
+            except sqlite3.Error as exc:
+                connection.close()
+                if "immutable" in query or _result_code(exc) not in (
+                    _SQLITE_READONLY, _SQLITE_CANTOPEN
+                ):
+                    raise
         try:
-            tables = {
-                row[0] for row in connection.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
-                )
-            }
-            if tables - {"namespaces", "embeddings", "paths"}:
-                raise sqlite3.DatabaseError(
-                    f"it is an SQLite database holding other tables ({sorted(tables)})"
-                )
-            for statement in _SCHEMA:
-                connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            self._read_only = reason
+            self._prepare_schema(connection, writable=False)
         except BaseException:
-            connection.execute("ROLLBACK")
+            connection.close()
             raise
-        connection.execute("COMMIT")
+        return connection
+
+    def _prepare_schema(self, connection, *, writable):
+        """Check the format; create the tables, or upgrade them, if writable."""
+        # In one transaction, so that the format number and the tables read
+        # are of one state of the file, however other processes change it.
+        with _transaction(connection):
+            version = self._check_format(connection)
+        if version == _SCHEMA_VERSION or (version == 1 and not writable):
+            self._has_crc = version >= 2
+            return
+        if not writable:  # an empty file
+            raise ReadOnlyCacheError(self._read_only_message(" and empty"))
+        # Another process may be creating or upgrading it too: under the write
+        # lock, the format is read again.
+        with _transaction(connection, "BEGIN IMMEDIATE"):
+            version = self._check_format(connection)
+            if version == 0:
+                for statement in _SCHEMA:
+                    connection.execute(statement)
+            elif version == 1:
+                self._upgrade_from_1(connection)
+            connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        self._has_crc = True
+
+    def _check_format(self, connection):
+        """The format number, once the tables are checked to be of that format."""
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        tables = {
+            row[0] for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+        }
+        if version > _SCHEMA_VERSION:
+            raise self._unusable(
+                f"it was written by a newer skclipxray (cache format {version}, "
+                f"this version reads format {_SCHEMA_VERSION} and older)",
+                "Upgrade skclipxray, or give the path of another cache.",
+            )
+        if version == 0:
+            if tables:  # a cache's tables are created with its format number
+                raise self._unusable(
+                    "it is an SQLite database holding other tables "
+                    f"({sorted(tables)}), not an embedding cache",
+                    "Give the path of a new file or of a cache written by skclipxray.",
+                )
+            return version
+        for table, expected in _COLUMNS[version].items():
+            if table not in tables:
+                raise self._unusable(
+                    f"it has no table {table!r}, which a cache of format {version} has"
+                )
+            columns = [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+            if columns != expected:
+                raise self._unusable(
+                    f"its table {table!r} has the columns {columns}, not those of "
+                    f"a cache of format {version} ({expected})"
+                )
+        return version
+
+    @staticmethod
+    def _upgrade_from_1(connection):
+        """Add the checksum; delete the rows that could never be served."""
+        connection.create_function(
+            "skclipxray_vector_ok", 2, _vector_ok, deterministic=True
+        )
+        connection.create_function("skclipxray_crc32", 1, zlib.crc32, deterministic=True)
+        connection.execute(
+            "DELETE FROM embeddings WHERE NOT skclipxray_vector_ok(dim, vector)"
+        )
+        connection.execute("ALTER TABLE embeddings ADD COLUMN crc INTEGER")
+        connection.execute("UPDATE embeddings SET crc = skclipxray_crc32(vector)")
+
+    # Errors ------------------------------------------------------------------
+
+    def _unusable(self, detail, advice=None):
+        if advice is None:
+            advice = (
+                "If it is a damaged cache, delete it (with its -wal and -shm "
+                "files, if any): its embeddings are computed again. Otherwise give "
+                "the path of a new file or of a cache written by skclipxray."
+            )
+        return EmbeddingCacheError(
+            f"{str(self.path)!r} is not a usable embedding cache: {detail}. {advice}"
+        )
+
+    def _read_only_message(self, what=""):
+        return (
+            f"The embedding cache {str(self.path)!r} is read-only{what} "
+            f"({self._read_only}): the embeddings it holds can be read, but new "
+            "ones cannot be stored. Give a cache path you can write to (copy this "
+            "file there to keep its embeddings)."
+        )
+
+    def _error(self, exc):
+        """The EmbeddingCacheError that explains an sqlite3.Error."""
+        code, path = _result_code(exc), str(self.path)
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return EmbeddingCacheError(
+                f"The embedding cache {path!r} is locked: another process holds "
+                f"its write lock and did not release it within timeout="
+                f"{self.timeout:g} seconds. Wait for that process to finish, or "
+                "give a longer timeout (the timeout parameter, in seconds)."
+            )
+        if code == _SQLITE_READONLY:
+            if self._read_only is None:
+                self._read_only = f"SQLite cannot write it: {exc}"
+            return ReadOnlyCacheError(self._read_only_message())
+        if code == _SQLITE_FULL:
+            return EmbeddingCacheError(
+                f"The embedding cache {path!r} could not be written: {exc}. "
+                "Free space on its disk, or give a path on another disk."
+            )
+        if code == _SQLITE_IOERR:
+            return EmbeddingCacheError(
+                f"The embedding cache {path!r} could not be read or written: {exc}. "
+                "Check the disk it is on."
+            )
+        if code == _SQLITE_CANTOPEN:
+            return EmbeddingCacheError(
+                f"Cannot open the embedding cache {path!r}: {exc}. Check that the "
+                "file and its folder exist and can be read."
+            )
+        return self._unusable(str(exc))
+
+    @contextmanager
+    def _sqlite_errors(self):
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     @contextmanager
     def _reading(self):
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             yield self._connect()
 
     @contextmanager
     def _writing(self):
         """One write transaction: all of it is stored, or none of it."""
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             connection = self._connect()
+            if self._read_only is not None:
+                raise ReadOnlyCacheError(self._read_only_message())
             # IMMEDIATE takes the write lock now (waiting up to `timeout`),
             # rather than failing when a read turns into a write.
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(connection, "BEGIN IMMEDIATE"):
                 yield connection
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
 
     def close(self):
         """Close the database; it is reopened if the cache is used again."""
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+                connection, self._connection = self._connection, None
+                connection.close()
 
     def __enter__(self):
         return self
@@ -281,17 +599,30 @@ class EmbeddingCache:
     # Embeddings ----------------------------------------------------------------
 
     def __len__(self):
+        """The number of stored rows, damaged ones included."""
         with self._reading() as connection:
             return connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
 
     def __contains__(self, key):
-        with self._reading() as connection:
-            return connection.execute(
-                "SELECT 1 FROM embeddings WHERE key = ?", (_as_key(key),)
-            ).fetchone() is not None
+        """Whether :meth:`get_many` would return an embedding for ``key``."""
+        key = _as_key(key)
+        return key in self.get_many([key])
+
+    def _verified(self, dim, blob, crc):
+        """The stored vector, or None (and one more rejection) if it is damaged."""
+        vector = _vector_of(dim, blob, crc, check_crc=self._has_crc)
+        if vector is None:
+            self.n_rejected += 1
+        return vector
 
     def get_many(self, keys):
         """Look up embeddings.
+
+        Every row is checked before it is returned: its length, its values
+        (all finite) and its checksum. A damaged row is left out as if it were
+        missing, so that the caller computes the embedding again (and
+        :meth:`put_many` replaces the row); it is counted in
+        :attr:`n_rejected`.
 
         Parameters
         ----------
@@ -301,17 +632,22 @@ class EmbeddingCache:
         -------
         dict
             ``{key: embedding}`` for the keys found (float32, 1-D); missing
-            keys are absent.
+            keys, and keys whose row is damaged, are absent.
         """
         keys = [_as_key(key) for key in keys]
         found = {}
         with self._reading() as connection:
+            crc = "crc" if self._has_crc else "NULL"
             for chunk in _chunks(keys):
                 marks = ",".join("?" * len(chunk))
-                for key, blob in connection.execute(
-                    f"SELECT key, vector FROM embeddings WHERE key IN ({marks})", chunk
+                for key, dim, blob, stored_crc in connection.execute(
+                    f"SELECT key, dim, vector, {crc} FROM embeddings "
+                    f"WHERE key IN ({marks})",
+                    chunk,
                 ):
-                    found[key] = np.frombuffer(blob, dtype=_VECTOR_DTYPE).astype(np.float32)
+                    vector = self._verified(dim, blob, stored_crc)
+                    if vector is not None:
+                        found[key] = vector
         return found
 
     def put_many(self, keys, vectors, *, namespace="default", namespace_info=None,
@@ -338,6 +674,8 @@ class EmbeddingCache:
         ------
         ValueError
             If the shapes do not match or a value is not finite.
+        ReadOnlyCacheError
+            If the cache is read-only (see :attr:`read_only`).
         """
         keys = [_as_key(key) for key in keys]
         vectors = np.asarray(vectors, dtype=_VECTOR_DTYPE)
@@ -352,10 +690,12 @@ class EmbeddingCache:
         dim = vectors.shape[1]
         with self._writing() as connection:
             namespace_id = self._namespace_id(connection, namespace, namespace_info)
+            blobs = [row.tobytes() for row in vectors]
             connection.executemany(
-                "INSERT OR REPLACE INTO embeddings (key, namespace_id, dim, vector) "
-                "VALUES (?, ?, ?, ?)",
-                [(key, namespace_id, dim, row.tobytes()) for key, row in zip(keys, vectors)],
+                "INSERT OR REPLACE INTO embeddings (key, namespace_id, dim, vector, crc) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(key, namespace_id, dim, blob, zlib.crc32(blob))
+                 for key, blob in zip(keys, blobs)],
             )
             if paths is not None:
                 self._link(connection, namespace_id, keys, paths, stamps)
@@ -372,6 +712,11 @@ class EmbeddingCache:
         paths : sequence of (str, path-like or None)
         namespace : str, default="default"
         stamps : sequence of ((size, mtime_ns) or None), optional
+
+        Raises
+        ------
+        ReadOnlyCacheError
+            If the cache is read-only and a row is not already recorded as given.
         """
         keys = [_as_key(key) for key in keys]
         rows = _path_rows(keys, paths, stamps)
@@ -446,32 +791,37 @@ class EmbeddingCache:
         pandas.DataFrame
             One row per absolute file path (index ``"path"``, sorted), one
             float32 column per embedding dimension. Embeddings are the raw
-            pooled outputs (not L2-normalised).
+            pooled outputs (not L2-normalised). Paths whose stored row is
+            damaged are left out, and counted in :attr:`n_rejected`, as in
+            :meth:`get_many`.
         """
         import pandas as pd
 
         with self._reading() as connection:
             name = self._resolve_namespace(connection, namespace)
+            crc = "e.crc" if self._has_crc else "NULL"
             rows = [] if name is None else connection.execute(
-                """SELECT p.path, p.size, p.mtime_ns, e.dim, e.vector
-                   FROM paths p
-                   JOIN namespaces n ON n.id = p.namespace_id
-                   JOIN embeddings e ON e.key = p.key
-                   WHERE n.name = ? ORDER BY p.path""",
+                f"""SELECT p.path, p.size, p.mtime_ns, e.dim, e.vector, {crc}
+                    FROM paths p
+                    JOIN namespaces n ON n.id = p.namespace_id
+                    JOIN embeddings e ON e.key = p.key
+                    WHERE n.name = ? ORDER BY p.path""",
                 (name,),
             ).fetchall()
-        if check_files:
-            rows = [row for row in rows if _stamp_of(row[0]) == (row[1], row[2])]
-        dims = {row[3] for row in rows}
+            if check_files:
+                rows = [row for row in rows if _stamp_of(row[0]) == (row[1], row[2])]
+            kept = [(row[0], self._verified(*row[3:])) for row in rows]
+        kept = [(path, vector) for path, vector in kept if vector is not None]
+        dims = {len(vector) for _, vector in kept}
         if len(dims) > 1:
             raise ValueError(
                 f"Namespace {name!r} mixes embedding sizes {sorted(dims)}; "
                 "it was not written by one checkpoint."
             )
         dim = dims.pop() if dims else 0
-        values = np.frombuffer(b"".join(row[4] for row in rows), dtype=_VECTOR_DTYPE)
-        values = values.astype(np.float32).reshape(len(rows), dim)
-        index = pd.Index([row[0] for row in rows], name="path", dtype=object)
+        values = (np.stack([vector for _, vector in kept]) if kept
+                  else np.empty((0, dim), dtype=np.float32))
+        index = pd.Index([path for path, _ in kept], name="path", dtype=object)
         return pd.DataFrame(values, index=index, columns=[f"{prefix}{i}" for i in range(dim)])
 
 

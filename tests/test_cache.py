@@ -11,6 +11,8 @@ import sys
 import textwrap
 import time
 import warnings
+import zlib
+from contextlib import contextmanager
 
 import joblib
 import numpy as np
@@ -22,7 +24,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from skclipxray import load_backbone
-from skclipxray.cache import EmbeddingCache
+from skclipxray.cache import EmbeddingCache, EmbeddingCacheError, ReadOnlyCacheError
 from skclipxray.embedders import EmbeddingWarning, SigLIPImageEmbedder
 from skclipxray.images import ImageReadError
 
@@ -89,10 +91,9 @@ def test_readers_are_not_blocked_by_a_writer(tmp_path):
     EmbeddingCache(path).put_many([b"old"], np.ones((1, 2)))
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")
-    writer.execute(
-        "INSERT INTO embeddings VALUES (?, 1, 2, ?)",
-        (b"new", np.zeros(2, np.float32).tobytes()),
-    )
+    blob = np.zeros(2, np.float32).tobytes()
+    writer.execute("INSERT INTO embeddings VALUES (?, 1, 2, ?, ?)",
+                   (b"new", blob, zlib.crc32(blob)))
     # timeout=0: a reader that had to wait for the writer's lock would fail at once.
     reader = EmbeddingCache(path, timeout=0)
     assert set(reader.get_many([b"old", b"new"])) == {b"old"}  # the committed state
@@ -153,20 +154,272 @@ def test_unchanged_links_are_not_rewritten(tmp_path):
 def test_bad_cache_files(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not a database " * 100)
-    with pytest.raises(ValueError, match=re.escape(f"'{text}' is not a usable embedding cache")):
+    with pytest.raises(EmbeddingCacheError, match=re.escape(
+            f"'{text}' is not a usable embedding cache: file is not a database. "
+            "If it is a damaged cache, delete it")):
         len(EmbeddingCache(text))
-    with pytest.raises(IsADirectoryError, match="is a directory"):
+    with pytest.raises(EmbeddingCacheError, match="is a directory"):
         len(EmbeddingCache(tmp_path))
     future = tmp_path / "future.sqlite"
     with sqlite3.connect(future) as connection:
         connection.execute("PRAGMA user_version = 99")
-    with pytest.raises(ValueError, match="newer skclipxray"):
+    with pytest.raises(EmbeddingCacheError, match="newer skclipxray .*format 99.*Upgrade"):
         len(EmbeddingCache(future))
     other = tmp_path / "other.sqlite"
     with sqlite3.connect(other) as connection:
         connection.execute("CREATE TABLE patients (id INTEGER)")
-    with pytest.raises(ValueError, match="other tables"):
+    with pytest.raises(EmbeddingCacheError, match=re.escape("other tables (['patients'])")):
         len(EmbeddingCache(other))
+    assert issubclass(EmbeddingCacheError, OSError)
+    assert issubclass(ReadOnlyCacheError, EmbeddingCacheError)
+    with pytest.raises(ValueError, match="timeout must be a number of seconds >= 0"):
+        EmbeddingCache(text, timeout=-1)
+
+
+def test_foreign_table_named_embeddings(tmp_path):
+    # Without a format number: not a cache, whatever its tables are called.
+    path = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE embeddings (id INTEGER, vector TEXT)")
+    with pytest.raises(EmbeddingCacheError, match=re.escape(
+            f"'{path}' is not a usable embedding cache: it is an SQLite database "
+            "holding other tables (['embeddings'])")):
+        EmbeddingCache(path).get_many([b"a"])
+    # With a format number but other columns.
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA user_version = 2")
+    with pytest.raises(EmbeddingCacheError, match=re.escape(
+            "it has no table 'namespaces', which a cache of format 2 has")):
+        EmbeddingCache(path).get_many([b"a"])
+    cache = EmbeddingCache(tmp_path / "cache.sqlite")
+    cache.put_many([b"a"], np.ones((1, 2)))
+    cache.close()
+    with sqlite3.connect(tmp_path / "cache.sqlite") as connection:
+        connection.execute("ALTER TABLE embeddings DROP COLUMN crc")
+    with pytest.raises(EmbeddingCacheError, match=re.escape(
+            "its table 'embeddings' has the columns ['key', 'namespace_id', 'dim', "
+            "'vector'], not those of a cache of format 2")):
+        len(EmbeddingCache(tmp_path / "cache.sqlite"))
+
+
+def _filled_cache(path, n=2_000, dim=64, seed=0):
+    rng = np.random.default_rng(seed)
+    keys = [f"key-{i}".encode() for i in range(n)]
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    with EmbeddingCache(path) as cache:
+        cache.put_many(keys, vectors, namespace="m", paths=[f"{k.decode()}.png" for k in keys])
+    return keys, vectors
+
+
+def test_damaged_page_names_the_file(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    keys, _ = _filled_cache(path)
+    assert not (tmp_path / "cache.sqlite-wal").exists()  # checkpointed into the file
+    size = path.stat().st_size
+    page = 4096
+    with open(path, "r+b") as fh:  # one page in the middle, overwritten
+        fh.seek(size // 2 // page * page)
+        fh.write(np.random.default_rng(1).bytes(page))
+    pattern = re.escape(
+        f"'{path}' is not a usable embedding cache: database disk image is malformed. "
+        "If it is a damaged cache, delete it (with its -wal and -shm files, if any)"
+    )
+    cache = EmbeddingCache(path)
+    with pytest.raises(EmbeddingCacheError, match=pattern):
+        cache.get_many(keys)
+    with pytest.raises(EmbeddingCacheError, match=pattern):
+        cache.to_frame()
+
+
+def test_held_write_lock_fails_after_timeout(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    EmbeddingCache(path).put_many([b"a"], np.ones((1, 2)))
+    cache = EmbeddingCache(path, timeout=0.1)
+    assert cache._connect().execute("PRAGMA busy_timeout").fetchone()[0] == 100
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        start = time.monotonic()
+        with pytest.raises(EmbeddingCacheError, match=re.escape(
+                f"The embedding cache '{path}' is locked: another process holds its "
+                "write lock and did not release it within timeout=0.1 seconds. ") +
+                ".*give a longer timeout \\(the timeout parameter"):
+            cache.put_many([b"b"], np.zeros((1, 2)))
+        assert 0.09 < time.monotonic() - start < 10
+        assert set(cache.get_many([b"a", b"b"])) == {b"a"}  # reading still works
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    cache.put_many([b"b"], np.zeros((1, 2)))  # the failed batch can be stored again
+    assert b"b" in cache
+    assert pickle.loads(pickle.dumps(cache)).timeout == 0.1
+
+
+def _damage(path, key, change):
+    """Rewrite a stored row with raw SQL: change(vector, crc) -> (vector, crc)."""
+    with sqlite3.connect(path) as connection:
+        blob, crc = connection.execute(
+            "SELECT vector, crc FROM embeddings WHERE key = ?", (key,)).fetchone()
+        connection.execute("UPDATE embeddings SET vector = ?, crc = ? WHERE key = ?",
+                           (*change(blob, crc), key))
+
+
+def _with_nan(blob, crc):
+    vector = np.frombuffer(blob, "<f4").copy()
+    vector[3] = np.nan
+    return vector.tobytes(), zlib.crc32(vector.tobytes())  # a checksum that matches
+
+
+def _truncated(blob, crc):
+    return blob[:-4], zlib.crc32(blob[:-4])
+
+
+def _flip_bit(blob, crc):
+    words = np.frombuffer(blob, "<u4").copy()
+    words[5] ^= 1 << 30  # an exponent bit: 0.25 becomes 8.5e37
+    return words.tobytes(), crc  # the checksum of the value before
+
+
+def test_damaged_rows_are_never_served_and_are_replaced(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    keys = [b"good", b"nan", b"short", b"flipped"]
+    vectors = np.full((4, 8), 0.25, dtype=np.float32)
+    vectors[0] = np.arange(8)
+    cache = EmbeddingCache(path)
+    cache.put_many(keys, vectors, paths=["good.png", "nan.png", "short.png", "flipped.png"])
+    for key, change in [(b"nan", _with_nan), (b"short", _truncated), (b"flipped", _flip_bit)]:
+        _damage(path, key, change)
+    flipped = np.frombuffer(_flip_bit(vectors[3].tobytes(), 0)[0], "<f4")
+    assert np.isfinite(flipped).all() and flipped.max() > 8e37  # only the checksum tells
+
+    found = cache.get_many(keys)
+    assert list(found) == [b"good"] and cache.n_rejected == 3
+    np.testing.assert_array_equal(found[b"good"], vectors[0])
+    assert b"flipped" not in cache and cache.n_rejected == 4
+    frame = cache.to_frame()
+    assert list(frame.index) == [os.path.abspath("good.png")] and cache.n_rejected == 7
+    assert len(cache) == 4  # still stored, until replaced
+
+    # Computed again and stored, the rows are replaced and served.
+    cache.put_many(keys[1:], vectors[1:])
+    found = cache.get_many(keys)
+    assert sorted(found) == sorted(keys) and cache.n_rejected == 7
+    np.testing.assert_array_equal(np.stack([found[key] for key in keys]), vectors)
+    assert cache.to_frame().shape == (4, 8)
+    assert pickle.loads(pickle.dumps(cache)).n_rejected == 0
+
+
+_FORMAT_1 = (
+    "CREATE TABLE namespaces (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, info TEXT)",
+    "CREATE TABLE embeddings (key BLOB PRIMARY KEY, namespace_id INTEGER NOT NULL "
+    "REFERENCES namespaces(id), dim INTEGER NOT NULL, vector BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE paths (namespace_id INTEGER NOT NULL REFERENCES namespaces(id), "
+    "path TEXT NOT NULL, key BLOB NOT NULL, size INTEGER, mtime_ns INTEGER, "
+    "PRIMARY KEY (namespace_id, path)) WITHOUT ROWID",
+)
+
+
+def _format_1_cache(path):
+    """A cache as the first format wrote it (no checksums), with two bad rows."""
+    good = np.arange(12, dtype=np.float32).reshape(3, 4)
+    nan = np.array([1, np.nan, 0, 0], dtype=np.float32)
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        for statement in _FORMAT_1:
+            connection.execute(statement)
+        connection.execute("INSERT INTO namespaces VALUES (1, 'm', NULL)")
+        rows = [(f"k{i}".encode(), 1, 4, row.tobytes()) for i, row in enumerate(good)]
+        rows += [(b"nan", 1, 4, nan.tobytes()), (b"short", 1, 4, good[0].tobytes()[:12])]
+        connection.executemany("INSERT INTO embeddings VALUES (?, ?, ?, ?)", rows)
+        connection.executemany("INSERT INTO paths VALUES (1, ?, ?, NULL, NULL)",
+                               [(f"/img/{key.decode()}.png", key) for key, *_ in rows])
+        connection.execute("PRAGMA user_version = 1")
+    connection.close()
+    return [row[0] for row in rows], good
+
+
+def test_format_1_cache_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    keys, good = _format_1_cache(path)
+    cache = EmbeddingCache(path)
+    found = cache.get_many(keys)
+    assert sorted(found) == [b"k0", b"k1", b"k2"]
+    np.testing.assert_array_equal(np.stack([found[key] for key in keys[:3]]), good)
+    assert cache.n_rejected == 0  # the bad rows went in the upgrade
+    assert len(cache) == 3
+    connection = cache._connect()
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+    for blob, crc in connection.execute("SELECT vector, crc FROM embeddings"):
+        assert crc == zlib.crc32(blob)
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert cache.to_frame().shape == (3, 4)
+    cache.put_many([b"nan"], np.ones((1, 4)))
+    assert b"nan" in EmbeddingCache(path)
+
+
+@contextmanager
+def _unwritable(path):
+    """Make a file or folder unwritable by this process, root included."""
+    if getattr(os, "geteuid", lambda: -1)() == 0:  # root ignores permission bits
+        if shutil.which("chattr") is None or subprocess.run(
+                ["chattr", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip("as root, a file is made read-only with chattr +i, which failed")
+        undo = lambda: subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: E731
+    else:
+        mode = os.stat(path).st_mode
+        os.chmod(path, 0o555 if os.path.isdir(path) else 0o444)
+        undo = lambda: os.chmod(path, mode)  # noqa: E731
+    try:
+        assert not os.access(path, os.W_OK)
+        yield
+    finally:
+        undo()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+@pytest.mark.parametrize("unwritable", ["file", "folder"])
+def test_read_only_cache_serves_hits(tmp_path, unwritable):
+    folder = tmp_path / "shared"
+    path = folder / "cache.sqlite"
+    keys, vectors = _filled_cache(path, n=20, dim=4)
+    with _unwritable(path if unwritable == "file" else folder):
+        cache = EmbeddingCache(path)
+        assert cache.read_only
+        found = cache.get_many(keys + [b"missing"])
+        assert sorted(found) == sorted(keys)
+        np.testing.assert_array_equal(np.stack([found[key] for key in keys]), vectors)
+        assert cache.to_frame().shape == (20, 4) and len(cache) == 20
+        reason = "the file cannot be written" if unwritable == "file" else "its folder cannot"
+        with pytest.raises(ReadOnlyCacheError, match=re.escape(
+                f"The embedding cache '{path}' is read-only ({reason}") +
+                ".*new ones cannot be stored. Give a cache path you can write to"):
+            cache.put_many([b"new"], np.ones((1, 4)), namespace="m")
+        # Paths already recorded need no write; a new one does.
+        cache.link_paths(keys[:1], ["key-0.png"], namespace="m")
+        with pytest.raises(ReadOnlyCacheError):
+            cache.link_paths(keys[:1], ["elsewhere.png"], namespace="m")
+        assert cache.get_many([b"new"]) == {}
+        cache.close()
+    assert not EmbeddingCache(path).read_only
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_read_only_cache_of_format_1_is_read_without_upgrade(tmp_path):
+    path = tmp_path / "shared" / "cache.sqlite"
+    path.parent.mkdir()
+    keys, good = _format_1_cache(path)
+    with _unwritable(path.parent):
+        cache = EmbeddingCache(path)
+        found = cache.get_many(keys)
+        assert cache.read_only and sorted(found) == [b"k0", b"k1", b"k2"]
+        assert cache.n_rejected == 2  # checked for length and finiteness
+        np.testing.assert_array_equal(np.stack([found[key] for key in keys[:3]]), good)
+        assert cache._connect().execute("PRAGMA user_version").fetchone()[0] == 1
+        cache.close()
+    with pytest.raises(EmbeddingCacheError, match=re.escape(
+            f"Cannot create the embedding cache '{tmp_path}/shared/new/cache.sqlite'")):
+        with _unwritable(path.parent):
+            len(EmbeddingCache(path.parent / "new" / "cache.sqlite"))
 
 
 def test_cache_pickles_without_its_connection(tmp_path):
@@ -268,8 +521,10 @@ def test_grid_search_embeds_each_image_once(tiny_model_dir, pngs, tmp_path, monk
     grid = {"clf__C": [0.01, 0.1, 1.0, 10.0]}
 
     def search(cache):
+        # One image per batch: a fold embeds an image as every other fold
+        # does (another batch can change the last bits, and so a rank).
         pipe = Pipeline([
-            ("embed", _embedder(tiny_model_dir, cache)),
+            ("embed", _embedder(tiny_model_dir, cache, batch_size=1)),
             ("clf", LogisticRegression(max_iter=1000)),
         ])
         return GridSearchCV(pipe, grid, cv=5, scoring="roc_auc").fit(pngs, y)
@@ -341,7 +596,7 @@ def test_bad_cache_and_on_error_parameters(tiny_model_dir, pngs, tmp_path):
         _embedder(tiny_model_dir, cache=42).fit(pngs)
     with pytest.raises(ValueError, match="compile must be True, False or one of 'default'"):
         _embedder(tiny_model_dir, compile="yes").fit(pngs)
-    with pytest.raises(IsADirectoryError, match="is a directory"):
+    with pytest.raises(EmbeddingCacheError, match="is a directory"):
         _embedder(tiny_model_dir, cache=tmp_path).fit_transform(pngs[:1])
 
 

@@ -1,6 +1,7 @@
 """The ``skclipxray`` command: ``demo``, ``experiment`` and ``embed``."""
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -12,32 +13,79 @@ __all__ = ["main"]
 # Files a folder given to ``skclipxray embed`` is searched for.
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"}
 
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+# What ``skclipxray demo`` runs where it differs from the experiment's defaults:
+# a smaller subset and smaller heads, so that it runs soon on a CPU. The parser
+# takes its defaults from here, so ``demo --help`` shows what a run does.
+_DEMO_SETTINGS = {
+    "n_images": 400,
+    "n_per_label": 40,
+    "hidden_sizes": [128, 64],
+    "max_epochs": 40,
+    "train_sizes": [25, 50, 100],
+}
+
 _RANDOM_MODEL_NOTICE = (
     "NOTE: the model is a tiny checkpoint with RANDOM weights ({model}), because "
     "the real XraySigLIP model is not available on this machine (see README: "
     "'Getting the real model'). The images are generated, with a planted signal. "
-    "The numbers below show the workflow, not medicine."
+    "The numbers {where} show the workflow, not medicine."
 )
 
 
-def _add_experiment_options(parser):
-    parser.add_argument("--n-per-label", type=int, default=200,
-                        help="positives per pathology in the balanced subset (default: 200)")
-    parser.add_argument("--test-size", type=float, default=0.25,
-                        help="fraction of patients held out (default: 0.25)")
-    parser.add_argument("--train-sizes", type=int, nargs="+", default=[],
-                        help="also compare the heads at these training-set sizes")
-    parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[512, 256],
-                        help="hidden layers of every head (default: 512 256)")
-    parser.add_argument("--max-epochs", type=int, default=30)
-    parser.add_argument("--device", default="auto",
-                        help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    parser.add_argument("--dtype", default="auto",
-                        choices=["auto", "float32", "bfloat16", "float16"])
-    parser.add_argument("--batch-size", type=int, default=16,
-                        help="images per forward pass of the vision tower")
-    parser.add_argument("--cache", help="embedding cache (default: OUT/embeddings.sqlite)")
-    parser.add_argument("--random-state", type=int, default=0)
+def _shown(default):
+    """A default as it would be typed on the command line."""
+    if isinstance(default, (list, tuple)):
+        return " ".join(map(str, default)) if default else "none"
+    return str(default)
+
+
+def _add_option(parser, *flags, help, **kwargs):
+    """``parser.add_argument``, with the default at the end of the help.
+
+    An option whose default is None says in its own help what happens then.
+    """
+    default = kwargs.get("default")
+    if default is not None:
+        help = f"{help} (default: {_shown(default)})"
+    parser.add_argument(*flags, help=help, **kwargs)
+
+
+def _experiment_defaults():
+    """The defaults of :class:`~skclipxray.experiment.ExperimentConfig`, by field."""
+    from .experiment import ExperimentConfig
+
+    defaults = {}
+    for field in dataclasses.fields(ExperimentConfig):
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory()
+    return defaults
+
+
+def _add_experiment_options(parser, defaults):
+    _add_option(parser, "--n-per-label", type=int, default=defaults["n_per_label"],
+                help="positives per pathology in the balanced subset")
+    _add_option(parser, "--test-size", type=float, default=defaults["test_size"],
+                help="fraction of patients held out")
+    _add_option(parser, "--train-sizes", type=int, nargs="+",
+                default=list(defaults["train_sizes"]),
+                help="also compare the heads at these training-set sizes")
+    _add_option(parser, "--hidden-sizes", type=int, nargs="+",
+                default=list(defaults["hidden_sizes"]), help="hidden layers of every head")
+    _add_option(parser, "--max-epochs", type=int, default=defaults["max_epochs"],
+                help="training epochs of every head")
+    _add_option(parser, "--device", default=defaults["device"],
+                help="auto, cpu, cuda, cuda:N or mps")
+    _add_option(parser, "--dtype", default=defaults["dtype"], choices=_DTYPES,
+                help="precision of the model")
+    _add_option(parser, "--batch-size", type=int, default=defaults["embed_batch_size"],
+                help="images per forward pass of the vision tower")
+    _add_option(parser, "--cache", help="embedding cache (default: OUT/embeddings.sqlite)")
+    _add_option(parser, "--random-state", type=int, default=defaults["random_state"],
+                help="seed of the subset, the split, the controls and the heads")
 
 
 def _config(args, nih_root, model, out_dir, metadata=None):
@@ -76,7 +124,7 @@ def _demo(args):
     out_dir = Path(args.out)
     data_dir = out_dir / "data"
     if is_random:
-        print(_RANDOM_MODEL_NOTICE.format(model=model), flush=True)
+        print(_RANDOM_MODEL_NOTICE.format(model=model, where="below"), flush=True)
     if not (data_dir / "Data_Entry_2017_v2020.csv").exists():
         make_synthetic_nih(data_dir, n_images=args.n_images, image_size=64,
                            seed=args.random_state)
@@ -84,7 +132,7 @@ def _demo(args):
     metrics = run_experiment(config)
     _print_results(metrics, out_dir)
     if is_random:
-        print("\n" + _RANDOM_MODEL_NOTICE.format(model=model))
+        print("\n" + _RANDOM_MODEL_NOTICE.format(model=model, where="above"))
 
 
 def _read_inputs(inputs, column):
@@ -143,6 +191,7 @@ def _embed(args):
 
 def build_parser():
     """The argument parser of the ``skclipxray`` command."""
+    experiment_defaults = _experiment_defaults()
     parser = argparse.ArgumentParser(
         prog="skclipxray",
         description="Classify chest X-rays with frozen SigLIP features.",
@@ -155,24 +204,34 @@ def build_parser():
         "--model (or SKCLIPXRAY_MODEL) and without XraySigLIP in the local "
         "Hugging Face cache, a tiny random checkpoint is used.",
     )
-    demo.add_argument("--model", help="checkpoint id or folder ('tiny': the random one)")
-    demo.add_argument("--out", default="results/demo", help="results folder")
-    demo.add_argument("--n-images", type=int, default=400)
-    _add_experiment_options(demo)
-    demo.set_defaults(func=_demo, n_per_label=40, max_epochs=40,
-                      hidden_sizes=[128, 64], train_sizes=[50, 100, 200])
+    _add_option(demo, "--model",
+                help="checkpoint id or folder; 'tiny' is the random one (default: "
+                "SKCLIPXRAY_MODEL, else XraySigLIP if in the Hugging Face cache, "
+                "else 'tiny')")
+    _add_option(demo, "--out", default="results/demo", help="results folder")
+    _add_option(demo, "--n-images", type=int, default=_DEMO_SETTINGS["n_images"],
+                help="images to generate, once per results folder")
+    _add_experiment_options(demo, {**experiment_defaults, **_DEMO_SETTINGS})
+    demo.set_defaults(func=_demo)
 
     experiment = commands.add_parser(
         "experiment", help="the method on an NIH ChestX-ray14 download",
+        description="Run the method on an NIH ChestX-ray14 download and write a "
+        "results folder.",
     )
-    experiment.add_argument("--nih-root", required=True,
-                            help="folder of the download (images/ or images_0NN/images)")
-    experiment.add_argument("--metadata", help="Data_Entry_2017 CSV (default: found in the root)")
-    experiment.add_argument("--model", default=DEFAULT_MODEL)
-    experiment.add_argument("--out", default="results/experiment")
-    experiment.add_argument("--views", default="all", help="all, PA or AP")
-    experiment.add_argument("--follow-up", default="all", choices=["all", "first"])
-    _add_experiment_options(experiment)
+    _add_option(experiment, "--nih-root", required=True,
+                help="folder of the download (images/ or images_0NN/images)")
+    _add_option(experiment, "--metadata",
+                help="Data_Entry_2017 CSV (default: the one found in the root)")
+    _add_option(experiment, "--model", default=experiment_defaults["model"],
+                help="checkpoint id or folder")
+    _add_option(experiment, "--out", default="results/experiment", help="results folder")
+    _add_option(experiment, "--views", default=experiment_defaults["views"],
+                help="all, PA or AP")
+    _add_option(experiment, "--follow-up", default=experiment_defaults["follow_up"],
+                choices=["all", "first"],
+                help="all images, or the first of each patient only")
+    _add_experiment_options(experiment, experiment_defaults)
     experiment.set_defaults(func=_experiment)
 
     embed = commands.add_parser(
@@ -182,29 +241,28 @@ def build_parser():
         "interrupted run resumes where it stopped.",
     )
     embed.add_argument("inputs", nargs="+", help="folders, CSV files or image files")
-    embed.add_argument("--out", required=True, help="output .csv or .npz")
-    embed.add_argument("--column", default="path", help="column of paths in CSV inputs")
-    embed.add_argument("--model", default=DEFAULT_MODEL)
-    embed.add_argument("--cache", help="embedding cache (default: OUT.sqlite)")
-    embed.add_argument("--device", default="auto")
-    embed.add_argument("--dtype", default="auto",
-                       choices=["auto", "float32", "bfloat16", "float16"])
-    embed.add_argument("--batch-size", type=int, default=16)
-    embed.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES,
-                       help="run the vision tower through torch.compile (in this mode)")
-    embed.add_argument("--quantize", choices=QUANTIZE_MODES,
-                       help="int8 linear layers (needs torchao; implies --compile)")
+    _add_option(embed, "--out", required=True, help="output .csv or .npz")
+    _add_option(embed, "--column", default="path", help="column of paths in CSV inputs")
+    _add_option(embed, "--model", default=DEFAULT_MODEL, help="checkpoint id or folder")
+    _add_option(embed, "--cache", help="embedding cache (default: OUT.sqlite)")
+    _add_option(embed, "--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    _add_option(embed, "--dtype", default="auto", choices=_DTYPES,
+                help="precision of the model")
+    _add_option(embed, "--batch-size", type=int, default=16,
+                help="images per forward pass of the vision tower")
+    _add_option(embed, "--compile", nargs="?", const="default", choices=COMPILE_MODES,
+                help="run the vision tower through torch.compile, in this mode if "
+                "given, else 'default' (default: not compiled)")
+    _add_option(embed, "--quantize", choices=QUANTIZE_MODES,
+                help="int8 linear layers; needs torchao and implies --compile "
+                "(default: not quantized)")
     embed.set_defaults(func=_embed)
     return parser
 
 
 def main(argv=None):
     """Entry point of the ``skclipxray`` command."""
-    from transformers.utils import logging as transformers_logging
-
     args = build_parser().parse_args(argv)
-    # skclipxray shows its own progress bars; transformers' per-file ones are noise here.
-    transformers_logging.disable_progress_bar()
     args.func(args)
     return 0
 

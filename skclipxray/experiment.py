@@ -3,29 +3,23 @@
 :func:`run_experiment` is what ``skclipxray experiment`` and ``skclipxray
 demo`` run. It embeds every image of the subset once (through the persistent
 cache), trains each head on the cached embeddings, and writes a results folder.
+
+Importing this module imports NumPy only: the command line reads the defaults
+of :class:`ExperimentConfig` for its help without loading scikit-learn, torch
+and transformers, which :func:`run_experiment` imports when it runs.
 """
 
 import json
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from sklearn.base import clone
-from sklearn.pipeline import Pipeline
 
 from ._backbone import DEFAULT_MODEL
-from .classifiers import BaselineClassifier, ConcatFusionClassifier, WeightedSumClassifier
-from .datasets import balanced_subset, load_nih_chestxray14, train_test_split_by_patient
-from .embedders import SigLIPImageEmbedder
-from .metrics import SUMMARY_METRICS, multilabel_report
-from .persistence import save
-from .prompts import PromptEnsembleEmbedder
-from .zeroshot import ZeroShotClassifier
 
 __all__ = ["ExperimentConfig", "random_like", "run_experiment"]
-
 
 
 @dataclass
@@ -116,6 +110,9 @@ def random_like(embeddings, random_state=None):
 
 def _heads(config, prompt_embeddings):
     """The classifiers compared, by name; fusion heads come with their control."""
+    from .classifiers import BaselineClassifier, ConcatFusionClassifier, WeightedSumClassifier
+    from .zeroshot import ZeroShotClassifier
+
     common = dict(
         hidden_sizes=tuple(config.hidden_sizes),
         max_epochs=config.max_epochs,
@@ -136,8 +133,24 @@ def _heads(config, prompt_embeddings):
     }
 
 
-def _summary_row(report_summary):
-    return {name: float(report_summary[name]) for name in SUMMARY_METRICS}
+def _evaluate(Y_test, proba):
+    """Per-label report and summary metrics (a dict) of one model on the test set.
+
+    The labels whose ROC AUC the test set cannot define are the same for every
+    model: :func:`run_experiment` says so once, so the warning that
+    :func:`~skclipxray.metrics.multilabel_report` gives on each call is
+    silenced here, and only it.
+    """
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    from .metrics import multilabel_report
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="ROC AUC is undefined", category=UndefinedMetricWarning
+        )
+        report, summary = multilabel_report(Y_test, proba)
+    return report, {name: float(value) for name, value in summary.items()}
 
 
 def _to_markdown(frame, float_format="{:.3f}"):
@@ -189,7 +202,16 @@ def run_experiment(config, *, log=print):
     metrics : pandas.DataFrame
         The table written to ``metrics.csv``, indexed by model name.
     """
+    import pandas as pd
+    from sklearn.base import clone
+    from sklearn.pipeline import Pipeline
+
+    from .datasets import balanced_subset, load_nih_chestxray14, train_test_split_by_patient
+    from .embedders import SigLIPImageEmbedder
+    from .metrics import _check_label_matrix, _undefined_message
+    from .persistence import save
     from .plotting import plot_roc_curves
+    from .prompts import PromptEnsembleEmbedder
 
     out_dir = Path(config.out_dir)
     (out_dir / "models").mkdir(parents=True, exist_ok=True)
@@ -237,12 +259,16 @@ def run_experiment(config, *, log=print):
     X_train, X_test = X[train], X[test]
     Y_train, Y_test = Y.iloc[train], Y.iloc[test]
     groups_test = groups.iloc[test]
+    undefined = _undefined_message(
+        *_check_label_matrix(Y_test), where=f"the test set ({len(test)} images)"
+    )
+    if undefined:
+        log(undefined)
     rows, per_label, scores = {}, {}, {}
     for name, head in heads.items():
         fitted = clone(head).fit(X_train, Y_train)
         proba = pd.DataFrame(fitted.predict_proba(X_test), columns=Y.columns)
-        report, summary = multilabel_report(Y_test, proba)
-        rows[name] = _summary_row(summary)
+        report, rows[name] = _evaluate(Y_test, proba)
         per_label[name] = report["roc_auc"]
         scores[name] = proba
         pipeline = Pipeline([("embed", clone(embedder).fit()), ("clf", fitted)])
@@ -270,6 +296,9 @@ def _file_name(model_name):
 
 def _train_size_curve(config, heads, X_train, Y_train, X_test, Y_test, out_dir, log):
     """Refit every head on growing random subsets of the training set."""
+    import pandas as pd
+    from sklearn.base import clone
+
     from .plotting import plot_train_size_curves
 
     rng = np.random.default_rng(config.random_state)
@@ -280,11 +309,13 @@ def _train_size_curve(config, heads, X_train, Y_train, X_test, Y_test, out_dir, 
             log(f"train size {size} skipped: only {len(X_train)} training images.")
             continue
         chosen = order[:size]
+        aucs = []
         for name, head in heads.items():
             fitted = clone(head).fit(X_train[chosen], Y_train.iloc[chosen])
-            _, summary = multilabel_report(Y_test, fitted.predict_proba(X_test))
-            rows.append({"train_size": size, "model": name, **_summary_row(summary)})
-        log(f"train size {size}: done")
+            _, summary = _evaluate(Y_test, fitted.predict_proba(X_test))
+            rows.append({"train_size": size, "model": name, **summary})
+            aucs.append(f"{name} {summary['roc_auc_macro']:.3f}")
+        log(f"train size {size}: macro ROC AUC " + ", ".join(aucs))
     curve = pd.DataFrame(rows)
     curve.to_csv(out_dir / "train_sizes.csv", index=False)
     table = curve.pivot(index="train_size", columns="model", values="roc_auc_macro")

@@ -174,17 +174,38 @@ def _summary(y_true, y_score, y_pred, zero_division, names=SUMMARY_METRICS):
     return {name: float(values[name]) for name in names}
 
 
+def _undefined_message(y_true, labels, where="Y_true"):
+    """Say which labels have no ROC AUC and why, or return None when all have one.
+
+    A label with no positive or no negative in ``y_true`` has no ROC AUC; one
+    with no positive has no average precision either.
+    """
+    no_positive = [labels[j] for j in np.flatnonzero(y_true.max(axis=0) == 0)]
+    no_negative = [labels[j] for j in np.flatnonzero(y_true.min(axis=0) == 1)]
+    n_undefined = len(no_positive) + len(no_negative)
+    if not n_undefined:
+        return None
+    reasons = [
+        f"no {kind} example of {', '.join(names)}"
+        for kind, names in (("positive", no_positive), ("negative", no_negative))
+        if names
+    ]
+    message = (
+        f"ROC AUC is undefined (NaN) for {n_undefined} of {len(labels)} labels: "
+        f"{where} has {' and '.join(reasons)}."
+    )
+    if no_positive:
+        message += " So is average precision for the labels without a positive."
+    n_defined = len(labels) - n_undefined
+    if n_defined:
+        return message + f" Macro averages leave them out (ROC AUC: mean of {n_defined} labels)."
+    return message + " Macro ROC AUC is NaN."
+
+
 def _warn_undefined(y_true, labels):
-    no_positive = [labels[j] for j in np.flatnonzero(~_defined(y_true, need_negatives=False))]
-    one_class = [labels[j] for j in np.flatnonzero(~_defined(y_true))]
-    if one_class:
-        warnings.warn(
-            f"ROC AUC is undefined (NaN) for {one_class}: Y_true has one class only; "
-            + (f"average precision too for {no_positive} (no positive). " if no_positive else "")
-            + "Macro averages use the other labels.",
-            UndefinedMetricWarning,
-            stacklevel=3,
-        )
+    message = _undefined_message(y_true, labels)
+    if message:
+        warnings.warn(message, UndefinedMetricWarning, stacklevel=3)
 
 
 def multilabel_report(

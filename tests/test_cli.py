@@ -1,13 +1,20 @@
 """The ``skclipxray`` command: demo, experiment (twice, cached) and embed."""
 
+import argparse
 import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from skclipxray import load_backbone
-from skclipxray.cli import main
+import skclipxray.experiment
+import skclipxray.testing
+from skclipxray import SigLIPImageEmbedder, load_backbone
+from skclipxray.cli import build_parser, main
+from skclipxray.experiment import ExperimentConfig
 from skclipxray.persistence import load
 from skclipxray.testing import make_synthetic_nih
 
@@ -54,6 +61,135 @@ def _check_results(out_dir):
     assert (out_dir / "roc_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _subcommands():
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return commands.choices
+
+
+def _flat(text):
+    return " ".join(text.split())
+
+
+def _typed(default):
+    """A default as the user would type it."""
+    if isinstance(default, (list, tuple)):
+        return " ".join(map(str, default)) if default else "none"
+    return str(default)
+
+
+def test_every_option_has_help_that_shows_its_default():
+    subcommands = _subcommands()
+    assert sorted(subcommands) == ["demo", "embed", "experiment"]
+    for name, parser in subcommands.items():
+        shown = _flat(parser.format_help())
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            where = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{where} has no help"
+            assert _flat(action.help) in shown, where
+            if action.required or not action.option_strings:
+                continue
+            if action.default is None:  # the help says what happens then
+                assert re.search(r"\(default: [^)]+\)$", action.help), where
+            else:
+                assert action.help.endswith(f"(default: {_typed(action.default)})"), where
+
+
+def test_experiment_help_shows_the_defaults_of_the_config_and_the_embedder():
+    config = ExperimentConfig(nih_root="", out_dir="")
+    embedder = SigLIPImageEmbedder()
+    parsers = _subcommands()
+    experiment = parsers["experiment"].parse_args(["--nih-root", "x"])
+    assert experiment.n_per_label == config.n_per_label == 200
+    assert tuple(experiment.hidden_sizes) == config.hidden_sizes == (512, 256)
+    assert experiment.max_epochs == config.max_epochs
+    assert experiment.batch_size == config.embed_batch_size
+    assert experiment.model == config.model
+    for option in ("test_size", "device", "dtype", "random_state", "views", "follow_up"):
+        assert getattr(experiment, option) == getattr(config, option), option
+    embed = parsers["embed"].parse_args(["x.png", "--out", "x.csv"])
+    for option in ("model", "device", "dtype", "batch_size"):
+        assert getattr(embed, option) == getattr(embedder, option), option
+
+
+def _help_defaults(parser):
+    """``{option: shown default}`` read back from the formatted help."""
+    text = _flat(parser.format_help()).split(" options: ", 1)[1]
+    return dict(re.findall(r"(--[a-z-]+)[^()]*?\(default: ([^)]*)\)", text))
+
+
+def test_demo_help_shows_what_the_demo_runs(tmp_path, tiny_model_dir, monkeypatch):
+    runs, generated = [], []
+
+    def fake_run(config):
+        runs.append(config)
+        return pd.DataFrame({c: [0.5] for c in ["roc_auc_macro", "f1_macro",
+                                                "hamming_loss", "exact_match"]})
+
+    monkeypatch.setattr(skclipxray.experiment, "run_experiment", fake_run)
+    monkeypatch.setattr(skclipxray.testing, "demo_model", lambda m: (str(tiny_model_dir), False))
+    monkeypatch.setattr(skclipxray.testing, "make_synthetic_nih",
+                        lambda root, n_images, **kw: generated.append(n_images))
+    main(["demo", "--out", str(tmp_path / "demo")])
+
+    (config,) = runs
+    shown = _help_defaults(_subcommands()["demo"])
+    assert shown["--n-images"] == str(generated[0]) == "400"
+    assert shown["--n-per-label"] == str(config.n_per_label) == "40"
+    assert shown["--hidden-sizes"] == _typed(config.hidden_sizes) == "128 64"
+    assert shown["--max-epochs"] == str(config.max_epochs) == "40"
+    assert shown["--train-sizes"] == _typed(config.train_sizes) == "25 50 100"
+    assert shown["--test-size"] == str(config.test_size)
+    assert shown["--batch-size"] == str(config.embed_batch_size)
+    assert shown["--random-state"] == str(config.random_state)
+    assert shown["--device"] == config.device
+    assert shown["--dtype"] == config.dtype
+
+
+def test_every_training_set_size_of_the_demo_fits_its_training_set(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    from skclipxray.datasets import (
+        balanced_subset,
+        load_nih_chestxray14,
+        train_test_split_by_patient,
+    )
+
+    runs = []
+    monkeypatch.setattr(skclipxray.experiment, "run_experiment", runs.append)
+    monkeypatch.setattr("skclipxray.cli._print_results", lambda *args: None)
+    main(["demo", "--out", str(tmp_path / "demo"), "--model", str(tiny_model_dir)])
+    (config,) = runs
+    data = load_nih_chestxray14(config.nih_root)
+    indices, _ = balanced_subset(data.Y, config.n_per_label, random_state=config.random_state)
+    train, _ = train_test_split_by_patient(
+        indices, groups=data.groups.iloc[indices], test_size=config.test_size,
+        random_state=config.random_state,
+    )
+    assert max(config.train_sizes) < len(train)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["experiment", "--help"],
+                                  ["embed", "--help"]])
+def test_help_imports_neither_sklearn_nor_torch_nor_transformers(argv):
+    code = (
+        "import sys\n"
+        "from skclipxray.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "heavy = ('sklearn', 'torch', 'transformers', 'pandas')\n"
+        "print('imported:', *sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert run.stdout.startswith("usage: skclipxray")
+    assert run.stdout.splitlines()[-1] == "imported:"
+
+
 def test_demo_writes_every_promised_file(tmp_path, tiny_model_dir, capsys):
     out_dir = tmp_path / "demo"
     assert main(["demo", "--out", str(out_dir), "--model", str(tiny_model_dir),
@@ -64,6 +200,10 @@ def test_demo_writes_every_promised_file(tmp_path, tiny_model_dir, capsys):
     curve = pd.read_csv(out_dir / "train_sizes.csv")
     assert sorted(curve["train_size"].unique()) == [10, 20]
     assert set(curve["model"]) == set(MODELS)
+    # Each training-set size prints the macro ROC AUC of every model.
+    for size, rows in curve.groupby("train_size"):
+        expected = ", ".join(f"{m} {v:.3f}" for m, v in zip(rows["model"], rows["roc_auc_macro"]))
+        assert f"train size {size}: macro ROC AUC {expected}\n" in printed
 
 
 def test_demo_says_plainly_when_the_model_is_random(tmp_path, monkeypatch, capsys):
@@ -71,9 +211,16 @@ def test_demo_says_plainly_when_the_model_is_random(tmp_path, monkeypatch, capsy
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     main(["demo", "--out", str(tmp_path / "demo"), "--n-images", "40",
           "--train-sizes", "10", *FAST])
-    printed = capsys.readouterr().out
-    assert "RANDOM weights" in printed
-    assert "not medicine" in printed
+    lines = capsys.readouterr().out.splitlines()
+    notes = [i for i, line in enumerate(lines) if line.startswith("NOTE:")]
+    assert len(notes) == 2
+    assert all("RANDOM weights" in lines[i] and "not medicine" in lines[i] for i in notes)
+    # The first note comes before the numbers and the last one after them.
+    first, last = notes
+    table = next(i for i, line in enumerate(lines) if "roc_auc_macro" in line)
+    assert "numbers below" in lines[first] and first < table
+    assert "numbers above" in lines[last] and last > table
+    assert not any(re.search(r"\d\.\d{3}", line) for line in lines[last:])
 
 
 def test_experiment_twice_embeds_nothing_new(tmp_path, nih_root, tiny_model_dir, capsys):

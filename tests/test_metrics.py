@@ -121,7 +121,8 @@ def test_single_class_label_is_nan_and_left_out_of_macro_auc(data):
     Y = Y.copy()
     Y["Hernia"] = 0
 
-    with pytest.warns(UndefinedMetricWarning, match=r"undefined \(NaN\) for \['Hernia'\]"):
+    match = r"undefined \(NaN\) for 1 of 5 labels: Y_true has no positive example of Hernia\."
+    with pytest.warns(UndefinedMetricWarning, match=match):
         per_label, summary = multilabel_report(Y, S)
 
     assert np.isnan(per_label.loc["Hernia", "roc_auc"])
@@ -380,3 +381,22 @@ def test_tune_thresholds_without_positives_uses_the_default(validation):
     assert thresholds["Hernia"] == 0.7
     with pytest.raises(ValueError, match="metric must be 'f1' or a callable"):
         tune_thresholds(Y, S, metric="auc")
+
+
+def test_undefined_labels_are_named_with_the_reason():
+    Y = pd.DataFrame({"Mass": [1, 0, 1], "Hernia": [0, 0, 0], "Edema": [1, 1, 1],
+                      "Nodule": [0, 1, 0]})
+    with pytest.warns(UndefinedMetricWarning) as record:
+        per_label, summary = multilabel_report(Y, np.full((3, 4), 0.5))
+    assert [str(w.message) for w in record] == [
+        "ROC AUC is undefined (NaN) for 2 of 4 labels: Y_true has no positive example "
+        "of Hernia and no negative example of Edema. So is average precision for the labels "
+        "without a positive. Macro averages leave them out (ROC AUC: mean of 2 labels)."
+    ]
+    assert per_label["roc_auc"].isna().tolist() == [False, True, True, False]
+    assert per_label["average_precision"].isna().tolist() == [False, True, False, False]
+
+    match = r"for 1 of 1 labels: .* Macro ROC AUC is NaN\.$"
+    with pytest.warns(UndefinedMetricWarning, match=match):
+        _, summary = multilabel_report(Y[["Edema"]], np.full((3, 1), 0.5))
+    assert np.isnan(summary["roc_auc_macro"])

@@ -10,6 +10,7 @@ loss, so that greater is better.
 
 import tempfile
 
+import matplotlib.pyplot as plt
 from sklearn.model_selection import GroupKFold, cross_validate
 from sklearn.pipeline import Pipeline
 
@@ -35,3 +36,12 @@ scores = cross_validate(
 )
 for name in ("test_neg_hamming_loss", "test_roc_auc_macro", "test_f1_macro"):
     print(f"{name:>24}: {scores[name].mean():.3f} +/- {scores[name].std():.3f}")
+
+# %%
+# The score of each fold: how much they vary says how far to trust the mean.
+figure, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+for name in ("test_neg_hamming_loss", "test_roc_auc_macro", "test_f1_macro"):
+    ax.plot(range(1, 5), scores[name], marker="o", label=name.removeprefix("test_"))
+ax.set(xlabel="fold (test patients)", ylabel="score", xticks=range(1, 5))
+ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+plt.show()

@@ -11,6 +11,7 @@ scales to 8 bits; the embedder reads DICOMs like any other path. Install the
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from skclipxray import SigLIPImageEmbedder, read_image
@@ -23,9 +24,20 @@ except NameError:  # sphinx-gallery runs examples from their folder, without __f
     here = Path.cwd()
 folder = here.parent / "tests" / "data" / "real-cxr"
 dicoms = sorted(folder.glob("*.dcm"))
-for path in dicoms:
-    image = read_image(path)
+images = [read_image(path) for path in dicoms]
+for path, image in zip(dicoms, images):
     print(f"{path.name:>64}: {image.size[0]}x{image.size[1]}, mean grey {np.asarray(image).mean():.0f}")
+
+# %%
+# As the embedder reads them: 8-bit greyscale, bone bright, except in the copy
+# of the SIIM file relabelled MONOCHROME1, which its header says to invert.
+figure, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.4), layout="constrained")
+for ax, path, image in zip(axes, dicoms, images):
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    name = path.stem if len(path.stem) < 24 else f"{path.stem[:8]}...{path.stem[-8:]}"
+    ax.set_title(name, fontsize="small")
+    ax.set_axis_off()
+plt.show()
 
 # %%
 # The SIIM file and its copy relabelled MONOCHROME1 read as exact inverses.

@@ -12,6 +12,8 @@ the grid search makes.
 
 import tempfile
 
+import matplotlib.pyplot as plt
+import numpy as np
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import Pipeline
 
@@ -42,3 +44,16 @@ print("best:", search.best_params_, f"macro ROC AUC {search.best_score_:.3f}")
 with EmbeddingCache(f"{root}/embeddings.sqlite") as cache:
     print(f"{len(data.paths)} images, {len(cache)} embeddings in the cache, "
           f"for {3 * 2 + 1} fits and {3 * 2} scorings")
+
+# %%
+# Each candidate's score on every fold (dots) and their mean (bar).
+results = search.cv_results_
+candidates = [str(params["clf__hidden_sizes"]) for params in results["params"]]
+folds = np.array([results[f"split{k}_test_roc_auc_macro"] for k in range(3)])
+figure, ax = plt.subplots(figsize=(5, 4), layout="constrained")
+ax.bar(candidates, results["mean_test_roc_auc_macro"], color="lightgrey", label="mean")
+for k, scores in enumerate(folds):
+    ax.plot(candidates, scores, "o", label=f"fold {k}")
+ax.set(xlabel="hidden_sizes", ylabel="macro ROC AUC (validation)", ylim=(0, 1))
+ax.legend(loc="lower right")
+plt.show()

@@ -12,11 +12,13 @@ so the fitted head knows the labels by name.
 # your own download instead).
 import tempfile
 
+import matplotlib.pyplot as plt
 from sklearn.pipeline import Pipeline
 
 from skclipxray import BaselineClassifier, SigLIPImageEmbedder
 from skclipxray.datasets import load_nih_chestxray14, train_test_split_by_patient
 from skclipxray.metrics import multilabel_report
+from skclipxray.plotting import plot_label_cooccurrence, plot_label_frequency
 from skclipxray.testing import demo_model, make_synthetic_nih
 
 model, is_random = demo_model()
@@ -26,6 +28,15 @@ data = load_nih_chestxray14(root)
 paths_train, paths_test, Y_train, Y_test = train_test_split_by_patient(
     data.paths, data.Y, groups=data.groups, test_size=0.25, random_state=0
 )
+print(f"{len(paths_train)} training and {len(paths_test)} test images")
+
+# %%
+# How often each pathology occurs, and which ones occur together: one figure,
+# each plot drawn into its own axes.
+figure, (left, right) = plt.subplots(1, 2, figsize=(13, 6), layout="constrained")
+plot_label_frequency(data.Y, ax=left)
+plot_label_cooccurrence(data.Y, normalize=True, annotate=False, ax=right)
+plt.show()
 
 # %%
 # The pipeline: image paths in, 14 probabilities out.

@@ -15,6 +15,7 @@ again from its id or folder when the pipeline next embeds. Two ways to save it:
 import tempfile
 
 import joblib
+import matplotlib.pyplot as plt
 import numpy as np
 import skops.io
 from sklearn.pipeline import Pipeline
@@ -48,7 +49,17 @@ save(pipe, f"{root}/pipe.skops")
 loaded = load(f"{root}/pipe.skops")
 print("skops round trip identical:",
       np.array_equal(loaded.predict_proba(data.paths), expected))
-print("epochs in the loaded history:", len(loaded.named_steps["clf"].net_.history))
+history = loaded.named_steps["clf"].net_.history
+print("epochs in the loaded history:", len(history))
+
+# %%
+# The training history comes back with the head: its loss, epoch by epoch.
+figure, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
+ax.plot(history[:, "epoch"], history[:, "train_loss"], marker="o", markersize=3)
+ax.set(xlabel="epoch", ylabel="training loss (binary cross-entropy)",
+       xticks=range(0, len(history) + 1, 5),
+       title="ConcatFusionClassifier, loaded from pipe.skops")
+plt.show()
 
 # %%
 # The file holds skclipxray's estimators and types skops trusts itself

@@ -319,6 +319,7 @@ def _train_size_curve(config, heads, X_train, Y_train, X_test, Y_test, out_dir, 
     curve = pd.DataFrame(rows)
     curve.to_csv(out_dir / "train_sizes.csv", index=False)
     table = curve.pivot(index="train_size", columns="model", values="roc_auc_macro")
+    table = table[[name for name in heads if name in table.columns]]  # the heads' order
     (out_dir / "train_sizes.md").write_text(_to_markdown(table))
     plot_train_size_curves(table, path=out_dir / "train_sizes.png")
     return curve

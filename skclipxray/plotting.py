@@ -1,38 +1,162 @@
 """Plots of multilabel results and label distributions (needs matplotlib).
 
 matplotlib is an optional extra (``pip install 'skclipxray[plot]'``), imported
-only when a plot is drawn. The functions build a standalone
-:class:`matplotlib.figure.Figure` (no pyplot state, so loops of plots do not
-leak figures), save it when ``path`` is given and return it.
+only when a plot is drawn. The functions follow scikit-learn's display
+conventions (:class:`sklearn.metrics.RocCurveDisplay`):
+
+- ``ax=`` draws into existing axes. :func:`plot_roc_curves`, which draws one
+  panel per label, takes a sequence of axes (one per label) or a figure to
+  fill with panels.
+- Without ``ax`` or ``path``, the figure is made with :mod:`matplotlib.pyplot`,
+  so that ``plt.show()`` shows it and notebooks and sphinx-gallery display it.
+- Every function returns the figure it drew in.
+
+``path=`` saves the figure (format from the suffix). With ``path`` and no
+``ax``, the figure is only written to the file: it is made without pyplot, so
+that no window opens and a script or a loop that writes its plots to files
+keeps no figure open. It is still returned, to save again or to display in a
+notebook. To save a figure and show it too, call ``figure.savefig(path)`` on
+the returned figure instead of passing ``path``.
+
+A model has one colour in every plot: the models that ``skclipxray
+experiment`` compares (:data:`MODEL_ORDER`) always take the same colours of
+matplotlib's colour cycle, and other names the remaining colours, in
+alphabetical order.
 """
+
+import itertools
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from .metrics import _check_label_matrix, _check_scores
 
-__all__ = ["CHANCE_GID", "plot_label_cooccurrence", "plot_label_frequency", "plot_roc_curves"]
+__all__ = [
+    "CHANCE_GID",
+    "MODEL_ORDER",
+    "plot_label_cooccurrence",
+    "plot_label_frequency",
+    "plot_roc_curves",
+    "plot_train_size_curves",
+]
 
 #: ``gid`` of the chance diagonal in ROC panels, to tell it from the model curves.
 CHANCE_GID = "chance"
 
+#: Model names with a fixed colour: the i-th takes the i-th colour of the cycle.
+MODEL_ORDER = (
+    "zero-shot",
+    "baseline",
+    "concat-fusion",
+    "concat-fusion (random prompts)",
+    "weighted-sum",
+    "weighted-sum (random prompts)",
+)
 
-def _new_figure(**kwargs):
+
+_LEGEND_SIZE = "x-small"
+_AXIS_LABEL_SIZE = "small"
+
+
+def _new_figure(path, figsize):
+    """A pyplot figure; one without pyplot when it is only saved to ``path``."""
     try:
-        from matplotlib.figure import Figure
+        if path is None:
+            from matplotlib.pyplot import figure as new_figure
+        else:
+            from matplotlib.figure import Figure as new_figure
     except ImportError as exc:
         raise ImportError(
             "skclipxray's plots need matplotlib; install the 'plot' extra: "
             "pip install 'skclipxray[plot]'"
         ) from exc
-    return Figure(**kwargs)
+    return new_figure(figsize=figsize, layout="constrained")
 
 
-def _figure_and_axes(ax, figsize):
+def _model_colors(names):
+    """``{name: colour}``: fixed slots for :data:`MODEL_ORDER`, then the free ones."""
+    from matplotlib import rcParams
+
+    cycle = rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    names = [str(name) for name in names]
+    slots = {name: MODEL_ORDER.index(name) for name in names if name in MODEL_ORDER}
+    free = (i for i in itertools.count() if i not in slots.values())
+    for name in sorted(set(names) - set(slots)):
+        slots[name] = next(free)
+    return {name: cycle[slot % len(cycle)] for name, slot in slots.items()}
+
+
+def _figure_and_axes(ax, path, figsize):
+    """The axes to draw in (``ax`` or new ones) and their figure."""
     if ax is not None:
         return ax.figure, ax
-    figure = _new_figure(figsize=figsize, layout="constrained")
+    figure = _new_figure(path, figsize)
     return figure, figure.add_subplot()
+
+
+def _panel_axes(ax, path, n_panels, ncols, figsize):
+    """``n_panels`` axes: new ones, those of ``ax``, or new ones in figure ``ax``."""
+    ncols = max(1, min(ncols, n_panels))
+    nrows = -(-n_panels // ncols)
+    if ax is None:
+        ax = _new_figure(path, figsize(nrows, ncols))
+    from matplotlib.axes import Axes
+    from matplotlib.figure import FigureBase
+
+    if not isinstance(ax, FigureBase):
+        axes = np.asarray(ax, dtype=object).ravel()
+        bad = [i for i, a in enumerate(axes) if not isinstance(a, Axes)]
+        if bad:
+            raise TypeError(
+                f"ax[{bad[0]}] is a {type(axes[bad[0]]).__name__}; pass matplotlib "
+                "axes, one per label, or a figure."
+            )
+        if len(axes) < n_panels:
+            raise ValueError(
+                f"ax holds {len(axes)} axes for {n_panels} labels; pass one axes per "
+                "label, or a figure to fill with panels."
+            )
+        return axes[0].figure, list(axes[:n_panels])
+    grid = ax.subplots(nrows, ncols, squeeze=False).ravel()
+    for extra in grid[n_panels:]:
+        extra.remove()
+    return ax, list(grid[:n_panels])
+
+
+def _points(size):
+    from matplotlib.font_manager import FontProperties
+
+    return FontProperties(size=size).get_size_in_points()
+
+
+def _below_axis_label():
+    """Points from the bottom of an axes to below its x axis label."""
+    from matplotlib import rcParams
+
+    return (
+        max(rcParams["xtick.major.size"], 0) + rcParams["xtick.major.pad"]
+        + _points(rcParams["xtick.labelsize"]) + rcParams["axes.labelpad"]
+        + 1.4 * _points(_AXIS_LABEL_SIZE) + 2
+    )
+
+
+def _legend_height(n_entries):
+    """Points taken by a legend of ``n_entries`` and a title, in ``_LEGEND_SIZE``."""
+    from matplotlib import rcParams
+
+    line = _points(_LEGEND_SIZE) * (1 + rcParams["legend.labelspacing"])
+    return (n_entries + 1) * line + 2 * rcParams["legend.borderpad"] * _points(_LEGEND_SIZE)
+
+
+def _legend_below(ax, **kwargs):
+    """A legend under the x axis label of ``ax``, clear of its data."""
+    from matplotlib.transforms import offset_copy
+
+    below = offset_copy(ax.transAxes, fig=ax.figure, y=-_below_axis_label(), units="points")
+    return ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below,
+        borderaxespad=0, fontsize=_LEGEND_SIZE, title_fontsize=_LEGEND_SIZE, **kwargs,
+    )
 
 
 def _save(figure, path, dpi):
@@ -42,7 +166,8 @@ def _save(figure, path, dpi):
 
 
 def plot_roc_curves(
-    Y_true, Y_scores, *, labels=None, path=None, ncols=4, panel_size=3.0, dpi=120
+    Y_true, Y_scores, *, labels=None, path=None, ax=None, ncols=4, panel_size=3.0,
+    dpi=120,
 ):
     """ROC curves, one panel per label, several models overlaid.
 
@@ -57,10 +182,15 @@ def plot_roc_curves(
         Label names when ``Y_true`` is not a DataFrame.
     path : str or path-like, optional
         Where to save the figure (format from the suffix, e.g. ``.png``).
+        Without ``ax``, the figure is then made without pyplot.
+    ax : array-like of matplotlib.axes.Axes, or matplotlib.figure.Figure, optional
+        Axes to draw the panels into, one per label in order (a single axes
+        for a single label), or a figure (or subfigure) to add the panels to.
+        By default, a new figure.
     ncols : int, default=4
-        Panels per row.
+        Panels per row, when the panels are created.
     panel_size : float, default=3.0
-        Width and height of a panel in inches.
+        Width and height of a panel in inches, when the figure is created.
     dpi : int, default=120
         Resolution of the saved file.
 
@@ -68,8 +198,9 @@ def plot_roc_curves(
     -------
     matplotlib.figure.Figure
         One axes per label. Each holds one line per model, labelled with its
-        AUC, and the chance diagonal (``gid`` :data:`CHANCE_GID`). A label
-        with one class only in ``Y_true`` has no model line and says so.
+        AUC, the chance diagonal (``gid`` :data:`CHANCE_GID`) and, under the
+        axis labels, a legend. A label with one class only in ``Y_true`` has
+        no model line and says so.
 
     Examples
     --------
@@ -90,14 +221,14 @@ def plot_roc_curves(
         name: _check_scores(s, labels, len(y_true), name=f"Y_scores[{name!r}]")
         for name, s in Y_scores.items()
     }
-    ncols = max(1, min(ncols, len(labels)))
-    nrows = -(-len(labels) // ncols)
-    figure = _new_figure(
-        figsize=(panel_size * ncols, panel_size * nrows), layout="constrained"
-    )
-    axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(labels):]:
-        figure.delaxes(ax)
+    # Each row of panels grows by its legends, so that the panels keep their size.
+    extra = (_below_axis_label() + _legend_height(len(scores))) / 72
+
+    def figsize(nrows, ncols):
+        return panel_size * ncols, (panel_size + extra) * nrows
+
+    figure, axes = _panel_axes(ax, path, len(labels), ncols, figsize)
+    colors = _model_colors(scores)
     for j, (label, ax) in enumerate(zip(labels, axes)):
         ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1, gid=CHANCE_GID)
         y = y_true[:, j]
@@ -107,11 +238,14 @@ def plot_roc_curves(
             for name, s in scores.items():
                 fpr, tpr, _ = roc_curve(y, s[:, j])
                 auc = roc_auc_score(y, s[:, j])
-                ax.plot(fpr, tpr, linewidth=1.5, label=f"{name} ({auc:.3f})", gid=name)
-            ax.legend(loc="lower right", fontsize="x-small", title="AUC", title_fontsize="x-small")
+                ax.plot(
+                    fpr, tpr, linewidth=1.5, color=colors[str(name)],
+                    label=f"{name} ({auc:.3f})", gid=name,
+                )
+            _legend_below(ax, title="AUC")
         ax.set(title=f"{label} (n+={int(y.sum())})", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
-        ax.set_xlabel("false positive rate", fontsize="small")
-        ax.set_ylabel("true positive rate", fontsize="small")
+        ax.set_xlabel("false positive rate", fontsize=_AXIS_LABEL_SIZE)
+        ax.set_ylabel("true positive rate", fontsize=_AXIS_LABEL_SIZE)
     return _save(figure, path, dpi)
 
 
@@ -131,9 +265,10 @@ def plot_label_frequency(
     normalize : bool, default=False
         Plot fractions of all images instead of counts.
     path : str or path-like, optional
-        Where to save the figure.
+        Where to save the figure. Without ``ax``, the figure is then made
+        without pyplot.
     ax : matplotlib.axes.Axes, optional
-        Draw into these axes instead of a new figure.
+        Axes to draw into. By default, a new figure.
     dpi : int, default=120
         Resolution of the saved file.
 
@@ -155,7 +290,7 @@ def plot_label_frequency(
     if normalize:
         counts = counts / max(len(y), 1)
     order = np.argsort(counts, kind="stable")
-    figure, ax = _figure_and_axes(ax, (6, 0.35 * len(labels) + 1.2))
+    figure, ax = _figure_and_axes(ax, path, (6, 0.35 * len(labels) + 1.2))
     bars = ax.barh([labels[i] for i in order], counts[order], color="tab:blue")
     ax.bar_label(bars, fmt="{:.1%}" if normalize else "{:,.0f}", fontsize="small", padding=2)
     ax.set_xlabel("fraction of images" if normalize else "images")
@@ -181,9 +316,10 @@ def plot_label_cooccurrence(
     annotate : bool, default=True
         Write the value in each cell.
     path : str or path-like, optional
-        Where to save the figure.
+        Where to save the figure. Without ``ax``, the figure is then made
+        without pyplot.
     ax : matplotlib.axes.Axes, optional
-        Draw into these axes instead of a new figure.
+        Axes to draw into. By default, a new figure.
     dpi : int, default=120
         Resolution of the saved file.
 
@@ -206,7 +342,7 @@ def plot_label_cooccurrence(
             matrix, diagonal[:, None], out=np.zeros(matrix.shape), where=diagonal[:, None] > 0
         )
     size = 0.45 * len(labels) + 2
-    figure, ax = _figure_and_axes(ax, (size + 1, size))
+    figure, ax = _figure_and_axes(ax, path, (size + 1, size))
     image = ax.imshow(matrix, cmap="viridis")
     figure.colorbar(image, ax=ax, label="fraction of row label" if normalize else "images")
     ax.set_xticks(range(len(labels)), labels, rotation=90)
@@ -235,15 +371,18 @@ def plot_train_size_curves(
     metric : str
         Label of the y axis.
     path : str or path-like, optional
-        Where to save the figure.
+        Where to save the figure. Without ``ax``, the figure is then made
+        without pyplot.
     ax : matplotlib.axes.Axes, optional
-        Draw into these axes instead of a new figure.
+        Axes to draw into. By default, a new figure.
     dpi : int, default=120
         Resolution of the saved file.
 
     Returns
     -------
     matplotlib.figure.Figure
+        One line per column, in the model's colour, and a legend to the right
+        of the axes.
 
     Examples
     --------
@@ -253,13 +392,17 @@ def plot_train_size_curves(
     >>> [line.get_label() for line in fig.axes[0].get_lines()]
     ['baseline']
     """
-    figure, ax = _figure_and_axes(ax, (7, 4.5))
+    figure, ax = _figure_and_axes(ax, path, (8, 4.5))
+    colors = _model_colors(table.columns)
     for name, column in table.items():
-        ax.plot(column.index, column.to_numpy(), marker="o", label=str(name))
+        ax.plot(
+            column.index, column.to_numpy(), marker="o", label=str(name),
+            color=colors[str(name)],
+        )
     ax.set_xscale("log")
     ax.minorticks_off()
     ax.set_xticks(table.index, [f"{size:,}" for size in table.index])
     ax.set_xlabel("training images")
     ax.set_ylabel(metric)
-    ax.legend(fontsize="small")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), borderaxespad=0, fontsize="small")
     return _save(figure, path, dpi)

@@ -1,4 +1,5 @@
-"""Plots: saved files, panels, curves against scikit-learn's roc_curve."""
+"""Plots: saved files, panels, curves against scikit-learn's roc_curve, pyplot
+figures, drawing into given axes, colours and legends."""
 
 import sys
 
@@ -12,11 +13,15 @@ import matplotlib  # the 'plot' extra, installed with the test extras
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
+
 from skclipxray.plotting import (  # noqa: E402
     CHANCE_GID,
+    MODEL_ORDER,
     plot_label_cooccurrence,
     plot_label_frequency,
     plot_roc_curves,
+    plot_train_size_curves,
 )
 
 LABELS = ["Atelectasis", "Effusion", "Mass", "Nodule", "Hernia"]
@@ -34,6 +39,21 @@ def data():
         "weighted": Y * 0.3 + rng.rand(150, len(LABELS)) * 0.7,
     }
     return Y, scores
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def sizes():
+    """A train-size table as the experiment builds it: columns in alphabetical order."""
+    names = ["zero-shot", "baseline", "concat-fusion", "weighted-sum", "mine"]
+    rows = [{"train_size": n, "model": m, "roc_auc_macro": 0.5 + 0.01 * i + n / 1e4}
+            for n in (50, 100, 300) for i, m in enumerate(names)]
+    return pd.DataFrame(rows).pivot(index="train_size", columns="model", values="roc_auc_macro")
 
 
 def _assert_png(path):
@@ -116,19 +136,123 @@ def test_label_cooccurrence(tmp_path, data):
     np.testing.assert_allclose(fractions, counts / np.diag(counts)[:, None])
 
 
-def test_plots_draw_into_given_axes(data):
+def _every_plot(data, sizes, **kwargs):
+    Y, scores = data
+    return [
+        plot_roc_curves(Y, scores, **kwargs),
+        plot_label_frequency(Y, **kwargs),
+        plot_label_cooccurrence(Y, annotate=False, **kwargs),
+        plot_train_size_curves(sizes, **kwargs),
+    ]
+
+
+def test_plots_are_pyplot_figures(data, sizes):
+    figures = _every_plot(data, sizes)
+
+    assert plt.get_fignums() == [figure.number for figure in figures]
+    assert all(figure.get_layout_engine() is not None for figure in figures)
+
+
+def test_plots_draw_into_given_axes(data, sizes):
     from matplotlib.figure import Figure
 
-    Y, _ = data
+    Y, scores = data
     figure = Figure()
     left, right = figure.subplots(1, 2)
     assert plot_label_frequency(Y, ax=left) is figure
     assert plot_label_cooccurrence(Y, ax=right, annotate=False) is figure
     assert len(left.patches) == len(LABELS) + 1 and len(right.images) == 1
 
+    figure, axes = plt.subplots(3, 3)
+    opened = plt.get_fignums()
+    assert plot_roc_curves(Y, scores, ax=axes[:2]) is figure  # a 2x3 array, 5 used
+    assert plot_train_size_curves(sizes, ax=axes[2, 2]) is figure
+    assert plt.get_fignums() == opened
+    lines = [len(_model_lines(ax)) for ax in axes.ravel()]
+    assert lines == [3] * 5 + [0] * 3 + [len(sizes.columns)]
+    assert axes[0, 0].get_title().startswith(LABELS[0])
+    one = plot_roc_curves(Y[["Mass"]], scores["fusion"][["Mass"]], ax=axes[2, 0])
+    assert one is figure and len(_model_lines(axes[2, 0])) == 1
+
+    panels = Figure()
+    assert plot_roc_curves(Y, scores, ax=panels, ncols=2) is panels
+    assert len(panels.axes) == len(LABELS)
+    assert plt.get_fignums() == opened
+
+    with pytest.raises(ValueError, match="ax holds 3 axes for 5 labels"):
+        plot_roc_curves(Y, scores, ax=axes[0])
+    with pytest.raises(TypeError, match=r"ax\[1\] is a str"):
+        plot_roc_curves(Y, scores, ax=[axes[0, 0], "axes"])
+
+
+def test_a_model_has_one_colour_in_every_plot(data, sizes):
+    Y, _ = data
+    rng = np.random.RandomState(1)
+    scores = {name: Y + rng.rand(*Y.shape) for name in ["zero-shot", "baseline", "mine",
+                                                        "weighted-sum", "concat-fusion"]}
+    roc = plot_roc_curves(Y, scores)
+    curves = plot_train_size_curves(sizes)  # the same models, in another order
+
+    def colours(ax):
+        return {line.get_label().split(" (")[0]: matplotlib.colors.to_hex(line.get_color())
+                for line in _model_lines(ax)}
+
+    expected = colours(curves.axes[0])
+    assert len(set(expected.values())) == len(expected)
+    for ax in roc.axes:
+        assert colours(ax) == expected
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cycle = [matplotlib.colors.to_hex(colour) for colour in cycle]
+    assert expected["baseline"] == cycle[MODEL_ORDER.index("baseline")]
+    # "mine" takes the first colour that no model of the plot has by name.
+    assert expected["mine"] == cycle[1 + MODEL_ORDER.index("concat-fusion")]
+    alone = plot_roc_curves(Y, scores["mine"])
+    assert colours(alone.axes[0]) == {"model": cycle[0]}
+
+
+def _extent(artist, figure):
+    return artist.get_window_extent(figure.canvas.get_renderer())
+
+
+def test_legends_leave_the_curves_and_axis_labels_clear(data, sizes):
+    Y, scores = data
+    for figure in [plot_roc_curves(Y, scores), plot_roc_curves(Y, scores, panel_size=2)]:
+        figure.canvas.draw()
+        for ax in figure.axes:
+            legend = _extent(ax.get_legend(), figure)
+            assert not legend.overlaps(_extent(ax, figure))
+            assert not legend.overlaps(_extent(ax.xaxis.label, figure))
+            assert legend.y1 < _extent(ax.xaxis.label, figure).y0  # below the axis
+            assert legend.y0 >= 0  # inside the figure
+
+    figure = plot_train_size_curves(sizes)
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    legend = _extent(ax.get_legend(), figure)
+    assert not legend.overlaps(_extent(ax, figure))
+    assert legend.x1 <= figure.bbox.x1
+
+
+def test_saving_to_a_file_leaves_no_figure_open(tmp_path, data, sizes):
+    Y, scores = data
+    for i in range(21):  # pyplot warns beyond 20 open figures
+        plot_roc_curves(Y, scores, path=tmp_path / f"roc{i}.png")
+        plot_train_size_curves(sizes, path=tmp_path / f"sizes{i}.png")
+    assert plt.get_fignums() == []
+    _assert_png(tmp_path / "roc20.png")
+    _assert_png(tmp_path / "sizes20.png")
+
+    figure, ax = plt.subplots()
+    assert plot_train_size_curves(sizes, ax=ax, path=tmp_path / "mine.png") is figure
+    assert plt.get_fignums() == [figure.number]
+    _assert_png(tmp_path / "mine.png")
+
 
 def test_missing_matplotlib_names_the_plot_extra(monkeypatch, data):
     Y, _ = data
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"skclipxray\[plot\]"):
         plot_label_frequency(Y)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"skclipxray\[plot\]"):
+        plot_roc_curves(Y, Y, path="never-written.png")

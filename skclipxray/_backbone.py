@@ -413,6 +413,7 @@ def _check_full_siglip(name):
     ``SiglipModel.from_pretrained`` on a vision-only checkpoint, or on another
     architecture, does not fail: it silently fills the missing towers with
     random weights. Reading the configuration first (no weights) prevents that.
+    Returns the configuration.
     """
     from transformers import AutoConfig
 
@@ -424,6 +425,7 @@ def _check_full_siglip(name):
             f"model_type={config.model_type!r}); skclipxray needs a SiglipModel "
             "checkpoint such as XraySigLIP."
         )
+    return config
 
 
 def _check_complete(name, loading_info):
@@ -442,6 +444,81 @@ def _check_complete(name, loading_info):
             f"The checkpoint {name!r} does not hold every weight of a SigLIP model: "
             f"{listed}. Loading it would fill those weights at random."
         )
+
+
+def _import_transformers_quietly():
+    from ._quantize import import_torchao_quietly
+
+    import_torchao_quietly()  # before transformers, which imports it noisily
+    logging.getLogger("transformers.configuration_utils").addFilter(_TOKEN_IDS_FILTER)
+
+
+@dataclass(frozen=True, eq=False)
+class CheckpointInfo:
+    """What embedding needs of a checkpoint before its weights are loaded.
+
+    Its identity, precision, embedding size and image processor come from
+    small files (``config.json``, the processor's configuration): enough to
+    name the cache namespace, read and preprocess images, and serve a fully
+    cached call without loading the model. :func:`load_backbone` loads the
+    weights, on the first image that is not in the cache.
+
+    Attributes
+    ----------
+    name : str
+        The model id, or the folder's absolute path, as :func:`load_backbone`
+        keys it.
+    device : torch.device
+    dtype : torch.dtype
+    embedding_dim : int
+    image_processor : transformers image processor
+    """
+
+    name: str
+    device: object
+    dtype: object
+    embedding_dim: int
+    image_processor: object = field(repr=False)
+
+
+_CHECKPOINTS = {}
+_CHECKPOINTS_LOCK = threading.Lock()
+
+
+def checkpoint_info(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
+    """The :class:`CheckpointInfo` of ``model``, read once a process, without the weights.
+
+    Device, dtype and name resolve as in :func:`load_backbone`, so that what
+    is derived from it (the cache namespace) is that of the model it loads.
+
+    Raises
+    ------
+    ModelNotAvailableError
+        As :func:`load_backbone`, for a checkpoint that cannot be found or is
+        not a full SigLIP model with safetensors weights.
+    """
+    resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    name = _checkpoint_name(model)
+    key = (name, str(resolved_device), resolved_dtype)
+    with _CHECKPOINTS_LOCK:
+        found = _CHECKPOINTS.get(key)
+        if found is None:
+            _check_reachable(name)
+            _import_transformers_quietly()
+            from transformers import AutoImageProcessor
+
+            config = _check_full_siglip(name)
+            folder = Path(name)
+            if folder.is_dir() and not any(folder.glob("*.safetensors")):
+                # No weights to identify nor to load: load_backbone says why.
+                load_backbone(name, device=resolved_device, dtype=resolved_dtype)
+            found = _CHECKPOINTS[key] = CheckpointInfo(
+                name, resolved_device, resolved_dtype,
+                embedding_dim=config.vision_config.hidden_size,
+                image_processor=_from_pretrained(AutoImageProcessor, name),
+            )
+    return found
 
 
 def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
@@ -478,10 +555,7 @@ def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
         backbone = _BACKBONES.get(key)
         if backbone is None:
             _check_reachable(name)  # before the slow imports
-            from ._quantize import import_torchao_quietly
-
-            import_torchao_quietly()  # before transformers, which imports it noisily
-            logging.getLogger("transformers.configuration_utils").addFilter(_TOKEN_IDS_FILTER)
+            _import_transformers_quietly()
             from transformers import SiglipModel
 
             _check_full_siglip(name)
@@ -498,6 +572,8 @@ def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
 
 
 def clear_backbone_cache():
-    """Forget every loaded checkpoint, so that its memory can be freed."""
+    """Forget every loaded checkpoint (and what was read of it), so that its memory can be freed."""
     with _BACKBONES_LOCK:
         _BACKBONES.clear()
+    with _CHECKPOINTS_LOCK:
+        _CHECKPOINTS.clear()

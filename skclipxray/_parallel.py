@@ -8,14 +8,18 @@ calling process (the *driver*) keeps everything that touches the cache:
 1. One task asks a worker for the checkpoint's embedding size and, with a
    cache, its cache namespace: ``device="auto"`` and ``dtype="auto"`` resolve
    on the worker, so the namespace is that of the precision the workers run.
-   The driver never loads the weights.
+   Neither the driver nor that task loads the weights (the configuration
+   and image processor are enough).
 2. With a cache, the driver hashes every image's content, looks the keys up
    and sets aside repeats of an image already in the call.
 3. The images left are cut into chunks of a whole number of batches, in
    order, and each chunk becomes one task: the embedder's parameters and the
    chunk's items (paths, or the in-memory images), never the model. The
    worker loads the checkpoint once per process (:func:`load_backbone` keeps
-   it) and embeds the chunk with the same batches a local run forms.
+   it) and embeds the chunk with the same batches a local run forms. It
+   reads each file once and returns, with the embeddings, the keys of the
+   bytes it decoded: the driver stores each embedding under the key of what
+   was embedded, even if a file changed after the driver hashed it.
 4. Results stream back in order; the driver writes each chunk to the cache as
    it arrives, so there is one writer however many workers run, and a run
    that dies keeps every chunk that came back.
@@ -25,11 +29,12 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 
-from .cache import EmbeddingCache
+from .cache import EmbeddingCache, ReadOnlyCacheError
 from .images import ImageReadError
 
 # Keys looked up in one query to the cache.
@@ -47,6 +52,8 @@ class _ChunkResult:
     vectors: np.ndarray  # (n_items, dim) float32; NaN rows for items that failed
     errors: dict = field(default_factory=dict)  # {index in X: message}
     namespace: str = None  # the worker's cache namespace, when a cache is used
+    keys: list = None  # per item, the key of the content embedded (with a namespace)
+    stamps: list = None  # per item, (size, mtime_ns) of the file as it was read
 
 
 def _worker_params(embedder):
@@ -60,9 +67,9 @@ def _describe_checkpoint(params, with_namespace):
     """Task: the embedding size and cache namespace of the checkpoint, on a worker."""
     from .embedders import SigLIPImageEmbedder, _cache_namespace
 
-    backbone = SigLIPImageEmbedder(**params)._backbone()
-    namespace = _cache_namespace(backbone, params["quantize"]) if with_namespace else None
-    return backbone.embedding_dim, namespace
+    checkpoint = SigLIPImageEmbedder(**params)._checkpoint()  # no weights
+    namespace = _cache_namespace(checkpoint, params["quantize"]) if with_namespace else None
+    return checkpoint.embedding_dim, namespace
 
 
 def _embed_chunk(params, indices, items, with_namespace):
@@ -78,7 +85,8 @@ def _embed_chunk(params, indices, items, with_namespace):
     items : list
         The images (paths, PIL images or arrays).
     with_namespace : bool
-        Also return the worker's cache namespace, for the driver to check.
+        Also return the worker's cache namespace, for the driver to check,
+        and the key and stamp of every item, as the worker read it.
 
     Returns
     -------
@@ -87,40 +95,48 @@ def _embed_chunk(params, indices, items, with_namespace):
     from .embedders import SigLIPImageEmbedder, _cache_namespace
 
     embedder = SigLIPImageEmbedder(**params)
-    backbone = embedder._backbone()
-    vectors = np.full((len(items), backbone.embedding_dim), np.nan, dtype=np.float32)
+    checkpoint = embedder._checkpoint()
+    namespace = _cache_namespace(checkpoint, embedder.quantize) if with_namespace else None
+    vectors = np.full((len(items), checkpoint.embedding_dim), np.nan, dtype=np.float32)
+    keys, stamps = [None] * len(items), [None] * len(items)
     errors = {}
     positions, pixels = [], []
+    backbone = None
 
     def run_batch():
+        nonlocal backbone
         if positions:
+            backbone = backbone or embedder._backbone()
             vectors[positions] = embedder._forward(backbone, np.stack(pixels))
             positions.clear()
             pixels.clear()
 
-    stream = embedder._prepared_items(backbone, items, None, None, indices=indices)
+    stream = embedder._prepared_items(checkpoint, items, None, namespace, indices=indices)
     with closing(stream):
         for position, (index, prepared) in enumerate(stream):
             if prepared.error is not None:
                 errors[index] = str(prepared.error)
                 continue
+            keys[position], stamps[position] = prepared.key, prepared.stamp
             positions.append(position)
             pixels.append(prepared.pixels)
             if len(positions) >= embedder.batch_size:
                 run_batch()
     run_batch()
-    namespace = _cache_namespace(backbone, embedder.quantize)[0] if with_namespace else None
-    return _ChunkResult(vectors, errors, namespace)
+    if namespace is None:
+        return _ChunkResult(vectors, errors)
+    return _ChunkResult(vectors, errors, namespace[0], keys, stamps)
 
 
-def _key_or_error(namespace, index, item):
+def _key_or_error(namespace, max_file_size, index, item):
     """(key, path, stamp, None), or (None, None, None, message) if unreadable."""
-    from .embedders import _content_key
+    from .embedders import _load_item
 
     try:
-        return (*_content_key(namespace, item, index), None)
+        _, key, path, stamp = _load_item(item, index, namespace, max_file_size)
     except ImageReadError as exc:
         return None, None, None, str(exc)
+    return key, path, stamp, None
 
 
 def _chunk_length(embedder, n_todo):
@@ -151,18 +167,24 @@ def _plan_with_cache(embedder, items, cache, namespace, out):
     """Hash every item, copy cached embeddings into ``out``, list what must be embedded."""
     plan = _Plan(len(items))
     threads = max(1, embedder.num_workers)
+    key_or_error = partial(_key_or_error, namespace, embedder.max_file_size)
     with ThreadPoolExecutor(threads) as pool:
-        outcomes = pool.map(_key_or_error, [namespace] * len(items), range(len(items)), items)
-        for index, (key, path, stamp, error) in enumerate(outcomes):
-            if error is not None:
-                plan.errors[index] = error
-                if embedder.on_error == "raise":
-                    # A local run reads no further than the first bad item.
-                    plan.stop = index
-                    pool.shutdown(cancel_futures=True)
-                    break
-                continue
-            plan.keys[index], plan.paths[index], plan.stamps[index] = key, path, stamp
+        try:
+            for index, (key, path, stamp, error) in enumerate(
+                pool.map(key_or_error, range(len(items)), items)
+            ):
+                if error is not None:
+                    plan.errors[index] = error
+                    if embedder.on_error == "raise":
+                        # A local run reads no further than the first bad item.
+                        plan.stop = index
+                        break
+                    continue
+                plan.keys[index], plan.paths[index], plan.stamps[index] = key, path, stamp
+        finally:
+            # After the first bad item, or an error (Ctrl-C): the reads not
+            # started are dropped rather than waited for.
+            pool.shutdown(cancel_futures=True)
 
     first = {}  # key -> index of its first occurrence
     for index in range(plan.stop):
@@ -197,7 +219,14 @@ def embed_in_chunks(embedder, items):
     """
     from tqdm.auto import tqdm
 
-    from .embedders import EmbeddingWarning, _describe, _failure_message
+    from .embedders import (
+        EmbeddingWarning,
+        _describe,
+        _failure_message,
+        _read_only_message,
+        _unstored_message,
+        _warn_rejected,
+    )
 
     params = _worker_params(embedder)
     use_cache = embedder.cache is not None
@@ -210,13 +239,22 @@ def embed_in_chunks(embedder, items):
         )
     embedder.cache_namespace_ = None if namespace is None else namespace[0]
 
-    cache = EmbeddingCache(embedder.cache) if use_cache else None
+    cache = (EmbeddingCache(embedder.cache, timeout=embedder.cache_timeout)
+             if use_cache else None)
+    store = False  # whether new embeddings and paths are written
+    n_unstored = 0
     with cache if cache is not None else nullcontext():
         # Without a cache, the size comes with the first chunk.
         out = None if dim is None else np.full((n_items, dim), np.nan, dtype=np.float32)
         if cache is not None:
+            store = not cache.read_only
+            n_rejected = cache.n_rejected
             plan = _plan_with_cache(embedder, items, cache, namespace[0], out)
-            _link(cache, plan, sorted(plan.hits), namespace[0])
+            _warn_rejected(cache, cache.n_rejected - n_rejected, stored=store)
+            if not store and plan.todo and embedder.on_error == "raise":
+                raise ReadOnlyCacheError(_read_only_message(cache, plan.todo, items))
+            if store:
+                _link(cache, plan, sorted(plan.hits), namespace[0])
         else:
             plan = _Plan(n_items)
             plan.todo = list(range(n_items))
@@ -246,7 +284,17 @@ def embed_in_chunks(embedder, items):
                 done = [i for i, index in enumerate(chunk) if index not in result.errors]
                 n_embedded += len(done)
                 if cache is not None:
-                    _store(cache, plan, chunk, done, result.vectors, namespace)
+                    rows = _cacheable(plan, chunk, done, result)
+                    try:
+                        if store:
+                            _store(cache, plan, chunk, rows, result, namespace)
+                    except ReadOnlyCacheError:
+                        # SQLite refused to write a cache opened writable.
+                        if embedder.on_error == "raise":
+                            raise
+                        store = False
+                    if not store:
+                        n_unstored += len(rows)
                 if result.errors and embedder.on_error == "raise":
                     raise ImageReadError(result.errors[min(result.errors)])
                 plan.errors.update(result.errors)
@@ -264,7 +312,7 @@ def embed_in_chunks(embedder, items):
                 )
             else:
                 n_cached += 1
-        if cache is not None:
+        if store:
             _link(cache, plan, [i for i, first in plan.repeats if first not in plan.errors],
                   namespace[0])
 
@@ -275,6 +323,8 @@ def embed_in_chunks(embedder, items):
     if plan.errors:
         warnings.warn(_failure_message(embedder.read_errors_, n_items), EmbeddingWarning,
                       stacklevel=3)
+    if n_unstored:
+        warnings.warn(_unstored_message(cache, n_unstored), EmbeddingWarning, stacklevel=3)
     if embedder.normalize:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.maximum(norms, 1e-12)  # as the local run
@@ -300,15 +350,23 @@ def _run_chunks(embedder, params, items, chunks, with_namespace):
             yield chunk, result
 
 
-def _store(cache, plan, chunk, done, vectors, namespace):
-    """Write the embedded rows of one chunk to the cache, in one transaction."""
-    rows = [i for i in done if plan.keys[chunk[i]] is not None]
+def _cacheable(plan, chunk, done, result):
+    """Positions in the chunk of the embedded rows that have a key."""
+    return [i for i in done if plan.keys[chunk[i]] is not None and result.keys[i] is not None]
+
+
+def _store(cache, plan, chunk, rows, result, namespace):
+    """Write the embedded rows of one chunk to the cache, in one transaction.
+
+    Each row is stored under the key the worker hashed from the bytes it
+    decoded (not the driver's, which may describe an earlier content of the
+    file), with the size and modification time of the file it read.
+    """
     if rows:
-        indices = [chunk[i] for i in rows]
         cache.put_many(
-            [plan.keys[i] for i in indices], vectors[rows],
+            [result.keys[i] for i in rows], result.vectors[rows],
             namespace=namespace[0], namespace_info=namespace[1],
-            paths=[plan.paths[i] for i in indices], stamps=[plan.stamps[i] for i in indices],
+            paths=[plan.paths[chunk[i]] for i in rows], stamps=[result.stamps[i] for i in rows],
         )
 
 

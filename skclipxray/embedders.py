@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import numbers
 import os
 import threading
 import warnings
@@ -21,10 +22,16 @@ from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._backbone import COMPILE_MODES, DEFAULT_MODEL, load_backbone
+from ._backbone import COMPILE_MODES, DEFAULT_MODEL, checkpoint_info, load_backbone
 from ._quantize import QUANTIZE_MODES, quantization_identity
-from .cache import EmbeddingCache
-from .images import ImageReadError, read_image
+from .cache import EmbeddingCache, ReadOnlyCacheError
+from .images import (
+    DEFAULT_MAX_FILE_SIZE,
+    ImageReadError,
+    _check_max_file_size,
+    read_file_bytes,
+    read_image,
+)
 
 __all__ = ["EmbeddingWarning", "SigLIPImageEmbedder"]
 
@@ -55,6 +62,15 @@ def _as_items(X):
             "(paths, PIL images, or arrays of shape (H, W) or (H, W, C)) "
             "or a 1-D array of paths."
         )
+    if isinstance(X, (str, bytes, PathLike)) and os.path.isdir(X):
+        folder = os.fsdecode(X)
+        raise TypeError(
+            f"X is a folder ({folder!r}), not a collection of images. Pass a list "
+            "of its images, for example "
+            f"sorted(glob.glob(os.path.join({folder!r}, '*.png'))) or "
+            f"sorted(pathlib.Path({folder!r}).rglob('*.dcm')); on the command "
+            "line, `skclipxray embed FOLDER` embeds every image of a folder."
+        )
     if isinstance(X, (str, bytes, PathLike)) or hasattr(X, "getpixel"):
         raise TypeError(
             f"X is a single image ({type(X).__name__}); wrap it in a list."
@@ -68,11 +84,19 @@ def _as_items(X):
 
 
 class EmbeddingWarning(UserWarning):
-    """Some images could not be embedded and were given NaN rows.
+    """A transform call returned its embeddings, but not all went as asked.
 
-    Raised once per :meth:`SigLIPImageEmbedder.transform` call made with
-    ``on_error="nan"``; its message lists every failed item (index, path,
-    reason), which are also kept in the embedder's ``read_errors_``.
+    Emitted by :meth:`SigLIPImageEmbedder.transform`, at most once per cause
+    and call:
+
+    * with ``on_error="nan"``, some images could not be read and were given
+      NaN rows: the message lists every failed item (index, path, reason),
+      which are also kept in the embedder's ``read_errors_``;
+    * with ``on_error="nan"``, the cache is read-only, so the new embeddings
+      were returned but not stored;
+    * stored embeddings failed their integrity check when read (counted in
+      ``n_rejected`` of :class:`~skclipxray.cache.EmbeddingCache`): they were
+      not used, and their images were embedded again.
     """
 
 
@@ -132,12 +156,16 @@ def _checkpoint_identity(backbone):
 
 
 def _cache_namespace(backbone, quantize=None):
-    """(name, info) of the cache namespace of a loaded checkpoint, memoised.
+    """(name, info) of the cache namespace of a checkpoint, memoised.
 
     The name hashes everything that changes an embedding besides the image:
     the checkpoint's weights, the precision and quantization, the image
     processor's configuration and the reader version. ``info`` is what it
-    stands for, stored in the cache for people to read.
+    stands for, stored in the cache for people to read. ``backbone`` is a
+    loaded :class:`~skclipxray._backbone.Backbone` or a
+    :class:`~skclipxray._backbone.CheckpointInfo`
+    (its ``name``, ``dtype`` and ``image_processor`` are all that is used):
+    both give the same name.
     """
     with _KEYS_LOCK:
         found = _NAMESPACES.get(backbone, {}).get(quantize)
@@ -163,58 +191,74 @@ def _cache_namespace(backbone, quantize=None):
     return name, info
 
 
-def _content_key(namespace, item, index):
-    """Cache key of one image: a hash of the namespace and the image's content.
+def _load_item(item, index, namespace=None, max_file_size=DEFAULT_MAX_FILE_SIZE):
+    """Read one item once: what to decode, and the cache key of that very content.
 
-    Files are hashed by their bytes, PIL images by mode, size and pixels,
-    arrays by dtype, shape and values.
+    A file is read whole, once (:func:`~skclipxray.images.read_file_bytes`):
+    its key is the hash of those bytes, and the image is decoded from the
+    same bytes, so that a file replaced in between can never store one
+    content's embedding under another's key. PIL images are hashed by mode,
+    size and pixels, arrays by dtype, shape and values.
+
+    Parameters
+    ----------
+    item : path, PIL image, array or other
+    index : int
+        Position in X, for error messages.
+    namespace : str or None
+        The cache namespace; ``None``: no key is computed.
+    max_file_size : int
 
     Returns
     -------
+    source : FileBytes or the item
+        What :func:`~skclipxray.images.read_image` decodes.
     key : bytes or None
-        ``None`` for an item with no hashable content (it is embedded, never cached).
+        ``None`` without a namespace, or for an item with no hashable content
+        (it is embedded, never cached).
     path : str or None
     stamp : (size, mtime_ns) or None
+        From the ``fstat`` of the file as it was read.
 
     Raises
     ------
     ImageReadError
-        If the item cannot be read (the message comes from :func:`read_image`).
+        If a file cannot be read, or the item is of an unsupported type.
     """
-    hasher = hashlib.blake2b(namespace.encode(), digest_size=32)
     if isinstance(item, (str, PathLike)):
-        path = os.fspath(item)
-        try:
-            with open(path, "rb") as fh:
-                stat = os.fstat(fh.fileno())
-                data = fh.read()
-        except OSError:
-            read_image(item, index=index)  # raises the reader's own message
-            raise
-        # The file is read again to be decoded; from the OS cache, that costs
-        # ~0.05 ms against ~10 ms to decode a 1024 px PNG.
+        source = read_file_bytes(item, index=index, max_file_size=max_file_size)
+        stamp = (source.size, source.mtime_ns)
+        if namespace is None:
+            return source, None, source.path, stamp
+        hasher = hashlib.blake2b(namespace.encode(), digest_size=32)
         hasher.update(b"\0file\0")
-        hasher.update(data)
-        return hasher.digest(), path, (stat.st_size, stat.st_mtime_ns)
+        hasher.update(source.data)
+        return source, hasher.digest(), source.path, stamp
     if isinstance(item, Image.Image):
+        if namespace is None:
+            return item, None, None, None
         try:
             pixels = item.tobytes()
             palette = item.getpalette() if item.mode in ("P", "PA") else None
         except Exception:
-            read_image(item, index=index)
-            return None, None, None
+            read_image(item, index=index)  # raises the reader's own message
+            return item, None, None, None
+        hasher = hashlib.blake2b(namespace.encode(), digest_size=32)
         hasher.update(f"\0pil\0{item.mode}\0{item.size}\0".encode())
         hasher.update(pixels)
         if palette is not None:  # palette images: same indices, other colours
             hasher.update(bytes(palette))
-        return hasher.digest(), None, None
+        return item, hasher.digest(), None, None
     if isinstance(item, np.ndarray) and not item.dtype.hasobject:
+        if namespace is None:
+            return item, None, None, None
         array = np.ascontiguousarray(item)
+        hasher = hashlib.blake2b(namespace.encode(), digest_size=32)
         hasher.update(f"\0array\0{array.dtype.str}\0{array.shape}\0".encode())
         hasher.update(array.data)
-        return hasher.digest(), None, None
+        return item, hasher.digest(), None, None
     read_image(item, index=index)  # unsupported types raise here
-    return None, None, None
+    return item, None, None, None
 
 
 # Preprocessing ---------------------------------------------------------------------
@@ -307,13 +351,18 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
     0.5) and passed in batches through the vision tower. The embedding is the
     tower's pooled output, as ``SiglipModel.get_image_features`` returns it.
 
-    The model is loaded on first use and shared by every estimator asking for
-    the same checkpoint, device and dtype; it is never pickled with the
-    estimator.
+    The model's weights are loaded on the first image that needs a forward
+    pass and shared by every estimator asking for the same checkpoint,
+    device and dtype; they are never pickled with the estimator. Until then
+    only the checkpoint's configuration and image processor are read (and,
+    with a cache, its files are hashed once per process to identify it), so
+    a call served entirely from the cache never loads the model.
 
     Reading and preprocessing run in worker threads while the model runs, at
     most two batches ahead, so memory stays flat however many images there
-    are. Batches run in ``torch.inference_mode``.
+    are. Each file is read once, whole (up to ``max_file_size`` bytes), and
+    decoded from those bytes; only regular files are read. Batches run in
+    ``torch.inference_mode``.
 
     With ``cache=PATH``, every embedding is stored in an
     :class:`~skclipxray.cache.EmbeddingCache` keyed by the image content (a
@@ -353,13 +402,29 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
     cache : str, path-like or None, default=None
         SQLite file of a persistent embedding cache (created if missing).
         Only the path is stored in the estimator; the file is opened for each
-        :meth:`transform` call. Keep it on a local disk.
+        :meth:`transform` call. Keep it on a local disk. A cache that cannot
+        be written (read-only storage, a shared file) is opened read-only:
+        its embeddings are served, and what is missing is handled as
+        ``on_error`` says.
+    cache_timeout : float, default=60.0
+        Seconds to wait for another process's write lock on the cache before
+        failing with :class:`~skclipxray.cache.EmbeddingCacheError`.
     on_error : {"raise", "nan"}, default="raise"
         What an image that cannot be read does. ``"raise"``: raise
         :class:`~skclipxray.images.ImageReadError` naming it, after embedding
         (and caching) the images before it. ``"nan"``: give it a row of NaN
         and, at the end, emit one :class:`EmbeddingWarning` listing every
         failed item. Failed items are never cached, so a later run retries them.
+        With a read-only cache, ``"raise"`` raises
+        :class:`~skclipxray.cache.ReadOnlyCacheError` before embedding
+        anything if some images are not in the cache (saying how many), and
+        ``"nan"`` embeds them, returns them without storing them, and warns
+        once.
+    max_file_size : int, default=DEFAULT_MAX_FILE_SIZE
+        Largest image file read, in bytes (1 GiB). A larger file is an
+        :class:`~skclipxray.images.ImageReadError`, found before it is read,
+        so a wrong path cannot fill memory. It does not change the
+        embeddings nor the cache.
     compile : bool or str, default=False
         Run the vision tower through ``torch.compile``, compiled once per
         loaded checkpoint and mode, on the first batch (which then takes much
@@ -481,7 +546,9 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         progress=None,
         normalize=False,
         cache=None,
+        cache_timeout=60.0,
         on_error="raise",
+        max_file_size=DEFAULT_MAX_FILE_SIZE,
         compile=False,
         quantize=None,
         n_jobs=None,
@@ -495,7 +562,9 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         self.progress = progress
         self.normalize = normalize
         self.cache = cache
+        self.cache_timeout = cache_timeout
         self.on_error = on_error
+        self.max_file_size = max_file_size
         self.compile = compile
         self.quantize = quantize
         self.n_jobs = n_jobs
@@ -511,6 +580,9 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
 
     def _backbone(self):
         return load_backbone(self.model, device=self.device, dtype=self.dtype)
+
+    def _checkpoint(self):
+        return checkpoint_info(self.model, device=self.device, dtype=self.dtype)
 
     def _check_params(self):
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
@@ -530,6 +602,15 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
                 "cache must be the path of an SQLite file (str or path-like) or "
                 f"None, got {type(self.cache).__name__}."
             )
+        if (
+            isinstance(self.cache_timeout, (bool, np.bool_))
+            or not isinstance(self.cache_timeout, numbers.Real)
+            or not 0 <= self.cache_timeout < float("inf")
+        ):
+            raise ValueError(
+                f"cache_timeout must be a number of seconds >= 0, got {self.cache_timeout!r}."
+            )
+        _check_max_file_size(self.max_file_size)
         if not (
             isinstance(self.compile, (bool, np.bool_))
             or (isinstance(self.compile, str) and self.compile in COMPILE_MODES)
@@ -562,19 +643,36 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
             )
 
     def fit(self, X=None, y=None):
-        """Record the embedding size; no training happens.
+        """Record the embedding size; no training happens, no image is read.
 
         Parameters
         ----------
-        X : ignored
-        y : ignored
+        X : collection of images, optional
+            With ``y``, only checked: its container must be one
+            :meth:`transform` accepts, and its length that of ``y``.
+        y : array-like, optional
+            Only its length is checked, so that a pipeline given labels that
+            do not match its images fails before any image is embedded.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            If ``X`` and ``y`` have different lengths.
         """
         self._check_params()
-        self.n_features_out_ = self._backbone().embedding_dim
+        # Not a generator: transform still needs its items.
+        if y is not None and hasattr(X, "__len__"):
+            n_images = len(_as_items(X))
+            if len(y) != n_images:
+                raise ValueError(
+                    f"X has {n_images} images but y has {len(y)} rows; "
+                    "give one row of y per image, in the same order."
+                )
+        self.n_features_out_ = self._checkpoint().embedding_dim
         return self
 
     def get_feature_names_out(self, input_features=None):
@@ -613,12 +711,19 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         skclipxray.images.ImageReadError
             If an image cannot be read and ``on_error="raise"``; the message
             names its index and path.
+        skclipxray.cache.ReadOnlyCacheError
+            If the cache is read-only, some images are not in it and
+            ``on_error="raise"``; nothing is embedded.
+        skclipxray.cache.EmbeddingCacheError
+            If the cache file cannot be used; the message names it.
 
         Warns
         -----
         EmbeddingWarning
             Once, listing the images that could not be read, with
-            ``on_error="nan"``.
+            ``on_error="nan"``; once if new embeddings could not be stored in
+            a read-only cache; once if stored embeddings failed their
+            integrity check and were embedded again.
         """
         self._check_params()
         items = _as_items(X)
@@ -630,33 +735,39 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
             from ._parallel import embed_in_chunks
 
             return embed_in_chunks(self, items)
-        backbone = self._backbone()
-        self.n_features_out_ = backbone.embedding_dim
+        checkpoint = self._checkpoint()
+        self.n_features_out_ = checkpoint.embedding_dim
         if self.cache is None:
             self.cache_namespace_ = None
-            return self._embed(items, backbone, cache=None, namespace=None)
-        namespace = _cache_namespace(backbone, self.quantize)
+            return self._embed(items, checkpoint, cache=None, namespace=None)
+        namespace = _cache_namespace(checkpoint, self.quantize)
         self.cache_namespace_ = namespace[0]
-        with EmbeddingCache(self.cache) as cache:
-            return self._embed(items, backbone, cache=cache, namespace=namespace)
+        with EmbeddingCache(self.cache, timeout=self.cache_timeout) as cache:
+            if cache.read_only and self.on_error == "raise":
+                return self._serve_read_only(items, cache, namespace)
+            return self._embed(items, checkpoint, cache=cache, namespace=namespace)
 
     # Reading --------------------------------------------------------------------
 
-    def _prepare(self, backbone, cache, namespace, index, item):
-        """Read one image: its cached embedding if there is one, else model input."""
+    def _prepare(self, checkpoint, cache, namespace, index, item):
+        """Read one image: its cached embedding if there is one, else model input.
+
+        With a ``namespace``, the item's key is computed (and looked up when
+        there is a ``cache``), from the bytes that are then decoded.
+        """
         prepared = _Prepared()
         try:
-            if cache is not None:
-                prepared.key, prepared.path, prepared.stamp = _content_key(
-                    namespace[0], item, index
-                )
-                if prepared.key is not None:
-                    prepared.vector = cache.get_many([prepared.key]).get(prepared.key)
-                    if prepared.vector is not None:
-                        return prepared
-            image = read_image(item, index=index)
+            source, prepared.key, prepared.path, prepared.stamp = _load_item(
+                item, index, None if namespace is None else namespace[0], self.max_file_size
+            )
+            if cache is not None and prepared.key is not None:
+                prepared.vector = cache.get_many([prepared.key]).get(prepared.key)
+                if prepared.vector is not None:
+                    return prepared
+            image = read_image(source, index=index, max_file_size=self.max_file_size)
+            del source  # the file's bytes: not kept while the batch waits
             try:
-                prepared.pixels = _preprocessor(backbone)(image)
+                prepared.pixels = _preprocessor(checkpoint)(image)
             except Exception as exc:  # the processor's own errors name no item
                 raise ImageReadError(
                     f"X[{index}] {_describe(item)}: the checkpoint's image "
@@ -666,14 +777,16 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
             prepared.error = exc
         return prepared
 
-    def _prepared_items(self, backbone, items, cache, namespace, indices=None):
+    def _prepared_items(self, checkpoint, items, cache, namespace, indices=None):
         """Yield ``(index, _Prepared)`` in order, reading ahead in worker threads.
 
         At most two batches are read ahead of the one being assembled, so
         memory stays flat however many images there are. ``indices`` are the
-        items' positions in the caller's X (default: 0, 1, ...).
+        items' positions in the caller's X (default: 0, 1, ...). Closing the
+        generator (an error, Ctrl-C) cancels the reads not started; those
+        running end quickly, since every read is bounded.
         """
-        prepare = partial(self._prepare, backbone, cache, namespace)
+        prepare = partial(self._prepare, checkpoint, cache, namespace)
         queue = enumerate(items) if indices is None else zip(indices, items)
         if self.num_workers == 0:
             for index, item in queue:
@@ -695,6 +808,29 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
             finally:
                 for _, future in pending:
                     future.cancel()
+
+    def _serve_read_only(self, items, cache, namespace):
+        """A call on a read-only cache with ``on_error="raise"``: hits only, or an error.
+
+        Every item is read and looked up first, so that nothing is embedded
+        (and lost) when some images cannot be stored.
+        """
+        from ._parallel import _plan_with_cache
+
+        n_rejected = cache.n_rejected
+        out = np.full((len(items), self.n_features_out_), np.nan, dtype=np.float32)
+        plan = _plan_with_cache(self, items, cache, namespace[0], out)
+        _warn_rejected(cache, cache.n_rejected - n_rejected, stored=False)
+        if plan.todo:
+            raise ReadOnlyCacheError(_read_only_message(cache, plan.todo, items))
+        if plan.stop < len(items):
+            raise ImageReadError(plan.errors[plan.stop])
+        for index, first in plan.repeats:
+            out[index] = out[first]
+        self.n_embedded_ = 0
+        self.n_cached_ = len(plan.hits) + len(plan.repeats)
+        self.read_errors_ = {}
+        return self._normalized(out)
 
     # Running --------------------------------------------------------------------
 
@@ -718,12 +854,13 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
                 features = backbone.model.get_image_features(pixel_values=batch)
             return features.pooler_output[:n_images].float().cpu().numpy()
 
-    def _embed(self, items, backbone, *, cache, namespace):
+    def _embed(self, items, checkpoint, *, cache, namespace):
         from tqdm.auto import tqdm
 
-        out = np.full((len(items), backbone.embedding_dim), np.nan, dtype=np.float32)
-        run = _Run(self, backbone, out, cache, namespace)
-        stream = self._prepared_items(backbone, items, cache, namespace)
+        out = np.full((len(items), checkpoint.embedding_dim), np.nan, dtype=np.float32)
+        run = _Run(self, out, cache, namespace)
+        n_rejected = 0 if cache is None else cache.n_rejected
+        stream = self._prepared_items(checkpoint, items, cache, namespace)
         bar = tqdm(
             stream, total=len(items), desc="Embedding images", unit="img",
             disable=None if self.progress is None else not self.progress,
@@ -747,6 +884,14 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         if run.errors:
             warnings.warn(_failure_message(run.errors, len(items)), EmbeddingWarning,
                           stacklevel=3)
+        if run.n_unstored:
+            warnings.warn(_unstored_message(cache, run.n_unstored), EmbeddingWarning,
+                          stacklevel=3)
+        if cache is not None:
+            _warn_rejected(cache, cache.n_rejected - n_rejected, stored=run.store)
+        return self._normalized(out)
+
+    def _normalized(self, out):
         if self.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.maximum(norms, 1e-12)  # torch.nn.functional.normalize's eps
@@ -754,14 +899,20 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
 
 
 class _Run:
-    """The state of one transform call: batches being assembled, counts, failures."""
+    """The state of one transform call: batches being assembled, counts, failures.
 
-    def __init__(self, embedder, backbone, out, cache, namespace):
+    The model is loaded on the first batch, so that a call served from the
+    cache never loads it.
+    """
+
+    def __init__(self, embedder, out, cache, namespace):
         self.embedder = embedder
-        self.backbone = backbone
+        self.backbone = None
         self.out = out
         self.cache = cache
         self.namespace = namespace
+        # Whether new embeddings (and paths) are written: not to a read-only cache.
+        self.store = cache is not None and not cache.read_only
         self.batch = []  # _Prepared waiting for the model, with their indices
         self.first_index = {}  # key -> index of its first occurrence in this call
         self.repeats = []  # (index, index of the same content earlier in X)
@@ -769,6 +920,7 @@ class _Run:
         self.errors = {}
         self.n_embedded = 0
         self.n_cached = 0
+        self.n_unstored = 0  # embeddings a read-only cache could not take
 
     def add(self, index, prepared):
         key = prepared.key
@@ -780,7 +932,7 @@ class _Run:
                 self.first_index[key] = index
                 self.out[index] = prepared.vector
             self.n_cached += 1
-            if prepared.path is not None:
+            if prepared.path is not None and self.store:
                 self.links.append((key, prepared.path, prepared.stamp))
                 if len(self.links) >= 512:
                     self._link()
@@ -795,20 +947,30 @@ class _Run:
         """Run the batch through the model and commit it to the cache."""
         if not self.batch:
             return
+        if self.backbone is None:
+            self.backbone = self.embedder._backbone()
         indices = [index for index, _ in self.batch]
         pixels = np.stack([prepared.pixels for _, prepared in self.batch])
         vectors = self.embedder._forward(self.backbone, pixels)
         self.out[indices] = vectors
         self.n_embedded += len(indices)
         cacheable = [i for i, (_, prepared) in enumerate(self.batch) if prepared.key is not None]
-        if self.cache is not None and cacheable:
-            rows = [self.batch[i][1] for i in cacheable]
-            self.cache.put_many(
-                [row.key for row in rows], vectors[cacheable],
-                namespace=self.namespace[0], namespace_info=self.namespace[1],
-                paths=[row.path for row in rows], stamps=[row.stamp for row in rows],
-            )
+        rows = [self.batch[i][1] for i in cacheable]
         self.batch = []
+        if self.store and rows:
+            try:
+                self.cache.put_many(
+                    [row.key for row in rows], vectors[cacheable],
+                    namespace=self.namespace[0], namespace_info=self.namespace[1],
+                    paths=[row.path for row in rows], stamps=[row.stamp for row in rows],
+                )
+            except ReadOnlyCacheError:
+                # SQLite refused to write a cache opened writable.
+                if self.embedder.on_error == "raise":
+                    raise
+                self.store = False
+        if not self.store and rows:
+            self.n_unstored += len(rows)
 
     def _link(self):
         if self.links:
@@ -819,7 +981,8 @@ class _Run:
     def finish(self):
         for index, first in self.repeats:
             self.out[index] = self.out[first]
-        self._link()
+        if self.store:
+            self._link()
 
 
 def _failure_message(errors, n_items, shown=50):
@@ -830,3 +993,38 @@ def _failure_message(errors, n_items, shown=50):
         f"{len(errors)} of {n_items} images could not be read; their embeddings "
         "are NaN (on_error='nan'):\n" + "\n".join(lines)
     )
+
+
+def _read_only_message(cache, missing, items):
+    """Why a read-only cache cannot serve a call: what is missing, and what to do."""
+    first = missing[0]
+    return (
+        f"The embedding cache {str(cache.path)!r} is read-only (see "
+        f"EmbeddingCache.read_only), and {len(missing)} of the {len(items)} images "
+        f"are not in it (the first: X[{first}] {_describe(items[first])}), so their "
+        "embeddings could not be stored; nothing was embedded. Use a copy of the "
+        "cache in a folder you can write to, or on_error='nan' to embed them "
+        "without storing them (with a warning; unreadable images then get NaN "
+        "rows), or cache=None."
+    )
+
+
+def _unstored_message(cache, n_unstored):
+    return (
+        f"The embedding cache {str(cache.path)!r} is read-only (see "
+        f"EmbeddingCache.read_only): {n_unstored} new embeddings were returned but "
+        "not stored, so a later run embeds those images again. To keep them, use "
+        "a cache in a folder you can write to."
+    )
+
+
+def _warn_rejected(cache, n_rejected, *, stored):
+    """One warning for the stored embeddings that failed their integrity check."""
+    if n_rejected > 0:
+        again = "embedded again" + (" and stored" if stored else " (not stored: read-only)")
+        warnings.warn(
+            f"{n_rejected} stored embeddings in the cache {str(cache.path)!r} failed "
+            "their integrity check (wrong length, non-finite values or a checksum "
+            f"mismatch); they were not used, and their images were {again}.",
+            EmbeddingWarning, stacklevel=4,
+        )

@@ -49,21 +49,49 @@ through the standard display pipeline:
    is inverted once. In every case bone comes out bright.
 
 Colour DICOM (RGB, YBR, palette colour) is converted to RGB, then treated as a
-colour array. Of a multi-frame file only the first frame is read.
+colour array. Of a multi-frame file only the first frame is read. Float and
+double float pixel data (7FE0,0008 / 7FE0,0009) are read like integer pixel
+data; NaN or infinite values are an error. Values are masked to *Bits Stored*,
+as the standard says, unless the pixel values need more bits: then masking
+would return another image, so the file is read with all its allocated bits
+and an :class:`ImageReadWarning` names it.
 
 Files are decoded by Pillow otherwise (PNG, JPEG, TIFF, BMP, ...); of a
 multi-frame file (GIF, TIFF stack) only the first frame is read. Pillow's
 decompression-bomb limit (:data:`PIL.Image.MAX_IMAGE_PIXELS`) is kept, and a
 larger image is an error rather than a warning; it applies to DICOM files too.
 EXIF orientation is not applied, as for ``np.asarray(Image.open(path))``.
+
+Files
+-----
+Only regular files are read. A directory, a FIFO (named pipe), a device or a
+socket is an error found by ``stat`` before the path is opened, so nothing
+can block waiting for a writer or read an endless stream such as
+``/dev/zero``. A file larger than ``max_file_size`` bytes (by default
+:data:`DEFAULT_MAX_FILE_SIZE`, 1 GiB: radiographs are a few megabytes, DICOM
+files up to tens) is an error too, found before reading it; a file that grows
+past the limit while it is read is refused as well. Each file is read once,
+and decoded from those bytes in memory: :func:`read_file_bytes` and
+:class:`FileBytes` let a caller derive something else from the same bytes
+(the embedding cache hashes them) and be sure that it describes the pixels
+decoded, even if the file is replaced meanwhile.
 """
 
+import io
 import os
+import stat
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "read_image"]
+__all__ = [
+    "DEFAULT_MAX_FILE_SIZE",
+    "ImageReadError",
+    "ImageReadWarning",
+    "read_image",
+]
 
 _DICOM_INSTALL_HINT = 'pip install "skclipxray[dicom]"'
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -75,6 +103,24 @@ _EIGHT_BIT_MODES = {"1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX",
                     "CMYK", "YCbCr", "HSV", "LAB"}
 # Modes Pillow cannot convert to RGB directly.
 _CONVERT_FIRST = {"La": "LA"}
+
+#: Largest file read by default, in bytes (1 GiB); see ``max_file_size``.
+DEFAULT_MAX_FILE_SIZE = 1 << 30
+# Bytes read per call after the first read (which asks for the whole file).
+_READ_CHUNK = 1 << 24
+# O_NONBLOCK: a path that turns into a FIFO between stat and open cannot block
+# the open. O_NOCTTY: a terminal is never made the controlling terminal.
+_OPEN_FLAGS = os.O_RDONLY | sum(
+    getattr(os, flag, 0) for flag in ("O_NONBLOCK", "O_NOCTTY", "O_CLOEXEC", "O_BINARY")
+)
+# What a path that is not a regular file is, for error messages.
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class ImageReadError(ValueError):
@@ -101,18 +147,35 @@ class _NoPixelData(_Unreadable):
     """Internal: a DICOM data set without a pixel data element."""
 
 
-def read_image(item, *, index=None):
+class ImageReadWarning(UserWarning):
+    """An image was read, but its file contradicts itself.
+
+    The message names the file, says what is inconsistent and how the image
+    was read. For example, a DICOM file whose pixel values need more bits
+    than its *Bits Stored* says is read with all its allocated bits, rather
+    than masked to a different image.
+    """
+
+
+def read_image(item, *, index=None, max_file_size=DEFAULT_MAX_FILE_SIZE):
     """Read one radiograph as an 8-bit RGB PIL image.
 
     Parameters
     ----------
-    item : str, os.PathLike, PIL.Image.Image or numpy.ndarray
+    item : str, os.PathLike, FileBytes, PIL.Image.Image or numpy.ndarray
         A path to an image file (any format Pillow reads, or DICOM), a PIL
         image of any mode, or an array of shape ``(H, W)`` or ``(H, W, C)``
         with ``C`` in 1, 3 or 4 (a fourth channel is alpha and is dropped).
+        A :class:`~skclipxray.images.FileBytes` (from
+        :func:`~skclipxray.images.read_file_bytes`) is decoded from its bytes,
+        without opening the file again.
     index : int, optional
         Position of the item in a collection; it is only used to name the
         item in error messages, as ``X[index]``.
+    max_file_size : int, default=DEFAULT_MAX_FILE_SIZE
+        Largest file read, in bytes (1 GiB by default). A larger file is an
+        error, found by ``stat`` before anything is read; raise the limit
+        for larger files you mean to read.
 
     Returns
     -------
@@ -124,10 +187,12 @@ def read_image(item, *, index=None):
     Raises
     ------
     ImageReadError
-        If the item cannot be read: missing or empty file, unknown or corrupt
-        format, truncated file, DICOM without pixel data or without an
-        installed decoder, unsupported type, shape or values, or an image
-        above Pillow's decompression-bomb limit.
+        If the item cannot be read: missing or empty file, a path that is not
+        a regular file (directory, FIFO, device, socket), a file above
+        ``max_file_size``, unknown or corrupt format, truncated file, DICOM
+        without pixel data or without an installed decoder, unsupported
+        type, shape or values, or an image above Pillow's decompression-bomb
+        limit.
 
     Examples
     --------
@@ -143,9 +208,13 @@ def read_image(item, *, index=None):
     ...
     skclipxray.images.ImageReadError: X[0] <numpy.ndarray ...>: unsupported array shape ...
     """
+    _check_max_file_size(max_file_size)
     try:
         if isinstance(item, (str, os.PathLike)):
-            return _read_file(os.fspath(item))
+            path = os.fspath(item)
+            return _decode_file(path, _read_bytes(path, max_file_size)[0])
+        if isinstance(item, FileBytes):
+            return _decode_file(item.path, item.data)
         if isinstance(item, Image.Image):
             return _pil_to_rgb(item)
         if isinstance(item, np.ndarray):
@@ -155,14 +224,90 @@ def read_image(item, *, index=None):
             "path (str or os.PathLike), a PIL.Image.Image or a numpy.ndarray"
         )
     except _Unreadable as exc:
-        prefix = "" if index is None else f"X[{index}] "
-        raise ImageReadError(f"{prefix}{_describe(item)}: {exc}") from exc.__cause__
+        raise _named(exc, item, index) from exc.__cause__
+
+
+@dataclass(frozen=True)
+class FileBytes:
+    """The bytes of an image file, read once, with the file's size and mtime.
+
+    :func:`read_image` decodes a ``FileBytes`` from its bytes, without opening
+    the file again: whatever else is derived from ``data`` (the embedding
+    cache hashes it) describes the very pixels decoded, even if the file is
+    replaced in between.
+
+    Attributes
+    ----------
+    path : str
+        The path the bytes were read from.
+    data : bytes
+        The file's content.
+    size, mtime_ns : int
+        Size and modification time (ns) of the opened file, by ``fstat``
+        before it was read.
+    """
+
+    path: str
+    data: bytes = field(repr=False)
+    size: int
+    mtime_ns: int
+
+
+def read_file_bytes(path, *, index=None, max_file_size=DEFAULT_MAX_FILE_SIZE):
+    """Read a regular file of at most ``max_file_size`` bytes, once.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    index : int, optional
+        As for :func:`read_image`.
+    max_file_size : int, default=DEFAULT_MAX_FILE_SIZE
+        As for :func:`read_image`.
+
+    Returns
+    -------
+    FileBytes
+        To give to :func:`read_image`.
+
+    Raises
+    ------
+    ImageReadError
+        If the path is missing, cannot be opened or read, is not a regular
+        file, or holds more than ``max_file_size`` bytes. An empty file is
+        returned (:func:`read_image` then says it is empty).
+    """
+    _check_max_file_size(max_file_size)
+    path = os.fspath(path)
+    try:
+        data, info = _read_bytes(path, max_file_size)
+    except _Unreadable as exc:
+        raise _named(exc, path, index) from exc.__cause__
+    return FileBytes(path, data, info.st_size, info.st_mtime_ns)
+
+
+def _check_max_file_size(max_file_size):
+    if (
+        isinstance(max_file_size, (bool, np.bool_))
+        or not isinstance(max_file_size, (int, np.integer))
+        or max_file_size < 1
+    ):
+        raise ValueError(
+            f"max_file_size must be a positive number of bytes, got {max_file_size!r}."
+        )
+
+
+def _named(exc, item, index):
+    """The ImageReadError for ``exc``, naming the item (and its index)."""
+    prefix = "" if index is None else f"X[{index}] "
+    return ImageReadError(f"{prefix}{_describe(item)}: {exc}")
 
 
 def _describe(item):
     """Name an item in an error message: its path, or its type and shape."""
     if isinstance(item, (str, os.PathLike)):
         return f"'{os.fspath(item)}'"
+    if isinstance(item, FileBytes):
+        return f"'{item.path}'"
     if isinstance(item, Image.Image):
         if getattr(item, "filename", ""):
             return f"'{item.filename}'"
@@ -180,20 +325,61 @@ def _failure(what, exc):
 # Files ---------------------------------------------------------------------
 
 
-def _read_file(path):
-    if os.path.isdir(path):
-        raise _Unreadable("is a directory, not an image file")
+def _read_bytes(path, limit):
+    """``(data, fstat)`` of a regular file of at most ``limit`` bytes, read once."""
     try:
-        fh = open(path, "rb")
+        # Refused before opening: opening a FIFO waits for a writer, and
+        # opening a device may act on it. fstat checks the file opened again.
+        _check_regular(os.stat(path), limit)
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError as exc:
         raise _Unreadable("file not found") from exc
     except OSError as exc:
         raise _failure("file cannot be opened", exc) from exc
-    with fh:
-        head = fh.read(132)
-        fh.seek(0)
-        if not head:
-            raise _Unreadable("file is empty (0 bytes)")
+    with open(fd, "rb", buffering=0) as fh:
+        try:
+            info = os.fstat(fd)
+            _check_regular(info, limit)
+            # The first read asks for the whole file, plus one byte to see
+            # whether it grew; later reads, if it did, take chunks.
+            parts, n_read, size = [], 0, info.st_size + 1
+            while n_read <= limit:
+                part = fh.read(min(size, limit + 1 - n_read))
+                if not part:
+                    break
+                parts.append(part)
+                n_read += len(part)
+                size = _READ_CHUNK
+        except OSError as exc:
+            raise _failure("file cannot be read", exc) from exc
+    if n_read > limit:
+        raise _Unreadable(
+            f"file grew while being read, past the limit of max_file_size={limit} bytes; "
+            "pass a larger max_file_size to read larger files"
+        )
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), info
+
+
+def _check_regular(info, limit):
+    """Refuse what is not a regular file, or is larger than ``limit`` bytes."""
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((kind for test, kind in _FILE_KINDS if test(info.st_mode)),
+                    f"a special file (mode {oct(info.st_mode)})")
+        raise _Unreadable(f"is {kind}, not a regular file; only regular files are read")
+    if info.st_size > limit:
+        raise _Unreadable(
+            f"file is too large: {info.st_size} bytes, above the limit of "
+            f"max_file_size={limit} bytes; pass a larger max_file_size to read it"
+        )
+
+
+def _decode_file(path, data):
+    """Decode the bytes of an image file: DICOM, or any format Pillow reads."""
+    if not data:
+        raise _Unreadable("file is empty (0 bytes)")
+    head = data[:132]
+    with io.BytesIO(data) as fh:
+        fh.name = path  # named in the DICOM reader's warnings
         if _has_dicom_marker(head):
             return _dicom_to_rgb(fh)
         try:
@@ -337,12 +523,22 @@ def _min_max_to_uint8(array):
 # DICOM -------------------------------------------------------------------------
 
 
+# Float Pixel Data (7FE0,0008) and Double Float Pixel Data (7FE0,0009), little endian.
+_FLOAT_PIXEL_DATA_TAGS = (b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")
+_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
 def _dicom_to_rgb(fh):
     return _array_to_rgb(_read_dicom_pixels(fh))
 
 
 def _read_dicom_pixels(fh):
-    """Decode the first frame of a DICOM file, after its display transforms."""
+    """Decode the first frame of a DICOM file, after its display transforms.
+
+    Integer pixel data and float or double float pixel data are read (pydicom
+    decodes all three); the pixels are then taken through the same display
+    pipeline.
+    """
     try:
         import pydicom
         from pydicom import pixels
@@ -355,9 +551,10 @@ def _read_dicom_pixels(fh):
         dataset = pydicom.dcmread(fh, force=True)
     except Exception as exc:
         raise _failure("not a readable DICOM file", exc) from exc
-    if "PixelData" not in dataset:
+    if not any(keyword in dataset for keyword in _PIXEL_DATA_KEYWORDS):
         fh.seek(0)
-        if _PIXEL_DATA_TAG in fh.read():
+        data = fh.read()
+        if any(tag in data for tag in (_PIXEL_DATA_TAG, *_FLOAT_PIXEL_DATA_TAGS)):
             raise _Unreadable("DICOM file is truncated or corrupt: its pixel data cannot be read")
         raise _NoPixelData("DICOM file has no pixel data")
     try:
@@ -374,7 +571,9 @@ def _read_dicom_pixels(fh):
     _check_decoder(pixels, transfer_syntax)
 
     try:
-        array = pixels.pixel_array(dataset, index=0)
+        # Unmasked, so that values beyond Bits Stored can be seen (see below).
+        array = pixels.pixel_array(dataset, index=0, correct_unused_bits=False)
+        array = _apply_bits_stored(array, dataset, getattr(fh, "name", None))
         photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
         photometric = photometric.strip().upper()
         if photometric in ("MONOCHROME1", "MONOCHROME2"):
@@ -422,7 +621,61 @@ def _check_decoder(pixels, transfer_syntax):
         )
 
 
+def _apply_bits_stored(array, dataset, path):
+    """Keep the low *Bits Stored* bits of each value, unless the image needs more.
+
+    The bits of a pixel cell above *High Bit* are not part of the value
+    (DICOM PS3.5, section 8.1.1), so pydicom masks unsigned values and
+    sign-extends signed ones, and so does this function. But when values use
+    those bits (12-bit data declared with 8 bits stored, say), masking would
+    silently return a different image: the file's header is then wrong, and
+    its pixels are kept with all their allocated bits, with an
+    :class:`ImageReadWarning`. Bits that the file declares as an overlay in
+    the pixel data (a retired use of the unused bits) are masked, as the
+    standard says.
+    """
+    if array.dtype.kind not in "iu":
+        return array  # float pixel data has no unused bits
+    bits_stored = int(dataset.get("BitsStored") or 0)
+    cell_bits = array.dtype.itemsize * 8
+    if not 0 < bits_stored < cell_bits:
+        return array
+    signed = array.dtype.kind == "i"
+    low, high = int(array.min()), int(array.max())
+    limit = 1 << (bits_stored - 1 if signed else bits_stored)
+    if (-limit if signed else 0) <= low and high < limit:
+        return array  # masking would change nothing
+    shift = cell_bits - bits_stored
+    masked = (array << shift) >> shift
+    fits = masked == array
+    if signed:  # a negative value whose unused bits are zero, not its sign
+        fits |= (array.view(f"u{array.itemsize}") >> bits_stored) == 0
+    if fits.all() or _has_embedded_overlay(dataset):
+        return masked
+
+    needed = max(high.bit_length(), (~low).bit_length()) + 1 if signed else high.bit_length()
+    name = f"'{path}'" if isinstance(path, str) else "DICOM file"
+    warnings.warn(
+        f"{name}: Bits Stored (0028,0101) is {bits_stored}, but its pixel values range "
+        f"from {low} to {high}, which needs {needed} bits; the image is read with all "
+        f"{cell_bits} allocated bits, since masking it to {bits_stored} bits would "
+        "change it",
+        ImageReadWarning,
+    )
+    return array
+
+
+def _has_embedded_overlay(dataset):
+    """Whether an overlay group (60xx) has no Overlay Data, so lives in the pixel data."""
+    groups = {tag.group for tag in dataset.keys()
+              if 0x6000 <= tag.group <= 0x601E and tag.group % 2 == 0}
+    return any((group << 16 | 0x3000) not in dataset for group in groups)
+
+
 def _dicom_grayscale_to_uint8(array, dataset, photometric, pixels):
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        what = "NaN" if np.isnan(array).any() else "infinite"
+        raise _Unreadable(f"DICOM float pixel data contains {what} values")
     array = pixels.apply_modality_lut(array, dataset)
     try:
         array = pixels.apply_voi_lut(array, dataset)

@@ -45,7 +45,7 @@ from skclipxray import (
     SigLIPImageEmbedder,
     ZeroShotClassifier,
 )
-from skclipxray.cache import EmbeddingCache
+from skclipxray.cache import EmbeddingCache, EmbeddingCacheError
 from skclipxray.embedders import EmbeddingWarning
 from skclipxray.persistence import load, save
 
@@ -72,6 +72,13 @@ def ctx(tiny_model_dir, data_dir, tmp_path):
 
 def _write(path, data):
     path.write_bytes(data)
+    return path
+
+
+def _sparse(path, size):
+    """A file of ``size`` bytes that takes no disk space (a hole)."""
+    with open(path, "wb") as fh:
+        fh.truncate(size)
     return path
 
 
@@ -199,7 +206,14 @@ CATALOGUE = [
     ("missing path", image(lambda c: c.tmp / "missing.png"),
      ImageReadError, r"^X\[1\] '{path}': file not found"),
     ("directory instead of file", image(lambda c: c.tmp),
-     ImageReadError, r"^X\[1\] '{path}': is a directory"),
+     ImageReadError, r"^X\[1\] '{path}': is a directory, not a regular file"),
+    ("FIFO (named pipe)", image(lambda c: (os.mkfifo(c.tmp / "scan.png"), c.tmp / "scan.png")[1]),
+     ImageReadError, r"^X\[1\] '{path}': is a FIFO \(named pipe\), not a regular file"),
+    ("character device (/dev/zero)", image(lambda c: Path("/dev/zero")),
+     ImageReadError, r"^X\[1\] '{path}': is a character device, not a regular file"),
+    ("file of 2 GiB (sparse)", image(lambda c: _sparse(c.tmp / "disk.img", 2 << 30)),
+     ImageReadError, r"^X\[1\] '{path}': file is too large: 2147483648 bytes, above the "
+                     r"limit of max_file_size=1073741824 bytes"),
     ("zero-byte file", image(lambda c: _write(c.tmp / "empty.png", b"")),
      ImageReadError, r"^X\[1\] '{path}': file is empty \(0 bytes\)"),
     ("truncated PNG", image(lambda c: _write(c.tmp / "cut.png", c.png.read_bytes()[:50_000])),
@@ -253,6 +267,14 @@ CATALOGUE = [
     ("embeddings of another size", lambda c, m: (
         lambda: ZeroShotClassifier(c.model, device="cpu").fit(c.X[:, :16], c.Y), None),
      ValueError, r"X has 16 features but the checkpoint .* embeds into 32 dimensions"),
+    ("folder given as X", lambda c, m: (
+        lambda: SigLIPImageEmbedder(c.model, device="cpu").fit_transform(c.tmp), c.tmp),
+     TypeError, r"X is a folder \('{path}'\), not a collection of images.*glob"),
+    ("Y with a wrong row count (embedding pipeline)", lambda c, m: (
+        lambda: Pipeline([("embed", SigLIPImageEmbedder(c.model, device="cpu")),
+                          ("head", _head())]).fit([c.tmp / "missing.png"] * 3, c.Y[:2]),
+        None),
+     ValueError, r"^X has 3 images but y has 2 rows"),
     ("Y with a wrong row count", lambda c, m: (lambda: _head().fit(c.X, c.Y[:-1]), None),
      ValueError, r"inconsistent numbers of samples: \[40, 39\]"),
     ("Y with a wrong row count (zero-shot)", lambda c, m: (
@@ -314,7 +336,7 @@ CATALOGUE = [
     ("cache file that is not a cache", lambda c, m: (
         (path := _write(c.tmp / "notes.sqlite", b"not a database\n" * 10)),
         lambda: _embed_after_a_good_image(c, c.png, cache=path), path)[1:],
-     ValueError, r"'{path}' is not a usable embedding cache"),
+     EmbeddingCacheError, r"'{path}' is not a usable embedding cache"),
 ]
 
 IMAGE_ROWS = [row for row in CATALOGUE if hasattr(row[1], "make_image")]

@@ -165,6 +165,40 @@ def test_bad_containers(embedder, X, error, message):
         embedder.fit_transform(X)
 
 
+def test_a_folder_as_x_says_how_to_list_its_images(embedder, tmp_path):
+    for X in (tmp_path, str(tmp_path)):
+        with pytest.raises(TypeError, match="^" + re.escape(
+                f"X is a folder ({str(tmp_path)!r}), not a collection of images. Pass a "
+                "list of its images, for example "
+                f"sorted(glob.glob(os.path.join({str(tmp_path)!r}, '*.png')))")
+                + ".*" + re.escape("`skclipxray embed FOLDER` embeds every image")):
+            embedder.fit_transform(X)
+    # A folder inside X is one bad item, named with its index.
+    with pytest.raises(ImageReadError, match=re.escape(f"X[0] '{tmp_path}': is a directory")):
+        embedder.transform([tmp_path])
+
+
+def test_y_of_another_length_fails_before_any_image_is_read(embedder, tmp_path, monkeypatch):
+    import skclipxray.embedders
+
+    read = []
+    monkeypatch.setattr(skclipxray.embedders, "read_file_bytes",
+                        lambda *args, **kwargs: read.append(args))
+    X = [tmp_path / f"missing_{i}.png" for i in range(3)]  # unreadable: a read would fail
+    y = np.array([0, 1])
+    def message(n_rows):
+        return "^" + re.escape(f"X has 3 images but y has {n_rows} rows; give one row of y "
+                               "per image, in the same order.")
+
+    pipeline = Pipeline([("embed", embedder), ("clf", LogisticRegression())])
+    for fit in (embedder.fit, embedder.fit_transform, pipeline.fit):
+        with pytest.raises(ValueError, match=message(2)):
+            fit(X, y)
+    with pytest.raises(ValueError, match=message(4)):
+        embedder.fit(pd.Series(map(str, X)), pd.DataFrame(np.zeros((4, 2))))
+    assert read == []
+
+
 def test_bad_item_names_index_and_path(embedder, png_paths, tmp_path):
     missing = tmp_path / "missing.png"
     broken = tmp_path / "broken.png"

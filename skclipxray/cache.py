@@ -485,7 +485,8 @@ class EmbeddingCache:
                 f"The embedding cache {path!r} is locked: another process holds "
                 f"its write lock and did not release it within timeout="
                 f"{self.timeout:g} seconds. Wait for that process to finish, or "
-                "give a longer timeout (the timeout parameter, in seconds)."
+                "give a longer timeout, in seconds (EmbeddingCache(timeout=...), "
+                "SigLIPImageEmbedder(cache_timeout=...))."
             )
         if code == _SQLITE_READONLY:
             if self._read_only is None:

@@ -243,7 +243,8 @@ def test_held_write_lock_fails_after_timeout(tmp_path):
         with pytest.raises(EmbeddingCacheError, match=re.escape(
                 f"The embedding cache '{path}' is locked: another process holds its "
                 "write lock and did not release it within timeout=0.1 seconds. ") +
-                ".*give a longer timeout \\(the timeout parameter"):
+                r".*give a longer timeout, in seconds \(EmbeddingCache\(timeout=\.\.\.\), "
+                r"SigLIPImageEmbedder\(cache_timeout=\.\.\.\)\)"):
             cache.put_many([b"b"], np.zeros((1, 2)))
         assert 0.09 < time.monotonic() - start < 10
         assert set(cache.get_many([b"a", b"b"])) == {b"a"}  # reading still works

@@ -261,9 +261,22 @@ def build_parser():
 
 
 def main(argv=None):
-    """Entry point of the ``skclipxray`` command."""
+    """Entry point of the ``skclipxray`` command.
+
+    The library's documented errors (a checkpoint that cannot be found, an
+    unreadable image, an unusable cache, bad values) are printed as one line
+    naming the command, without a traceback, and exit with status 1; an
+    interrupt exits with status 130.
+    """
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (OSError, ValueError) as exc:  # every documented error is one of them
+        print(f"skclipxray {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"skclipxray {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

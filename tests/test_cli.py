@@ -314,3 +314,16 @@ def test_embed_reports_a_missing_csv_column(tmp_path, tiny_model_dir):
     with pytest.raises(SystemExit, match="no column 'path'"):
         main(["embed", str(listing), "--out", str(tmp_path / "x.csv"),
               "--model", str(tiny_model_dir)])
+
+
+def test_a_documented_error_is_one_line_without_a_traceback(tmp_path, capsys):
+    image = tmp_path / "scan.png"
+    image.write_bytes(b"not an image")
+    missing = str(tmp_path / "no_such_model")
+    status = main(["embed", str(image), "--out", str(tmp_path / "x.csv"), "--model", missing])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err == (f"skclipxray embed: error: The checkpoint folder {missing!r} was not "
+                   f"found (looked for {missing!r}). Check the path, or give a Hugging "
+                   "Face model id such as "
+                   "'StanfordAIMI/XraySigLIP__vit-b-16-siglip-512__webli'.\n")

@@ -67,3 +67,17 @@ def make_checkpoint(folder, vision=XRAYSIGLIP_VISION, seed=0):
         model = SiglipModel(config)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def cpu_model():
+    """The processor's model name (``lscpu``'s "Model name"), or the platform's guess."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

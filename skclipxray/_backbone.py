@@ -446,6 +446,12 @@ def _check_complete(name, loading_info):
         )
 
 
+def _resolve(model, device, dtype):
+    """``(name, device, dtype)`` as they key a checkpoint in this process."""
+    resolved_device = resolve_device(device)
+    return _checkpoint_name(model), resolved_device, resolve_dtype(dtype, resolved_device)
+
+
 def _import_transformers_quietly():
     from ._quantize import import_torchao_quietly
 
@@ -497,9 +503,7 @@ def checkpoint_info(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
         As :func:`load_backbone`, for a checkpoint that cannot be found or is
         not a full SigLIP model with safetensors weights.
     """
-    resolved_device = resolve_device(device)
-    resolved_dtype = resolve_dtype(dtype, resolved_device)
-    name = _checkpoint_name(model)
+    name, resolved_device, resolved_dtype = _resolve(model, device, dtype)
     key = (name, str(resolved_device), resolved_dtype)
     with _CHECKPOINTS_LOCK:
         found = _CHECKPOINTS.get(key)
@@ -547,9 +551,7 @@ def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
         If the checkpoint cannot be found or downloaded, is not a full SigLIP
         model, or holds no safetensors weights.
     """
-    resolved_device = resolve_device(device)
-    resolved_dtype = resolve_dtype(dtype, resolved_device)
-    name = _checkpoint_name(model)
+    name, resolved_device, resolved_dtype = _resolve(model, device, dtype)
     key = (name, str(resolved_device), resolved_dtype)
     with _BACKBONES_LOCK:
         backbone = _BACKBONES.get(key)

@@ -1,6 +1,10 @@
-"""Shared fixtures: a tiny random SigLIP checkpoint, the bundled data, one torch thread."""
+"""Shared fixtures: a tiny random SigLIP checkpoint, the bundled data, one torch thread,
+read-only files."""
 
 import os
+import shutil
+import subprocess
+from contextlib import contextmanager
 
 import pytest
 
@@ -33,3 +37,28 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@contextmanager
+def _unwritable(path):
+    """Make a file or folder unwritable by this process, root included."""
+    if getattr(os, "geteuid", lambda: -1)() == 0:  # root ignores permission bits
+        if shutil.which("chattr") is None or subprocess.run(
+                ["chattr", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip("as root, a file is made read-only with chattr +i, which failed")
+        undo = lambda: subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: E731
+    else:
+        mode = os.stat(path).st_mode
+        os.chmod(path, 0o555 if os.path.isdir(path) else 0o444)
+        undo = lambda: os.chmod(path, mode)  # noqa: E731
+    try:
+        assert not os.access(path, os.W_OK)
+        yield
+    finally:
+        undo()
+
+
+@pytest.fixture
+def unwritable():
+    """``with unwritable(path):`` makes a file or folder read-only for its duration."""
+    return _unwritable

@@ -12,7 +12,6 @@ import textwrap
 import time
 import warnings
 import zlib
-from contextlib import contextmanager
 
 import joblib
 import numpy as np
@@ -358,39 +357,20 @@ def test_format_1_cache_is_upgraded_in_place(tmp_path):
     assert b"nan" in EmbeddingCache(path)
 
 
-@contextmanager
-def _unwritable(path):
-    """Make a file or folder unwritable by this process, root included."""
-    if getattr(os, "geteuid", lambda: -1)() == 0:  # root ignores permission bits
-        if shutil.which("chattr") is None or subprocess.run(
-                ["chattr", "+i", str(path)], capture_output=True).returncode:
-            pytest.skip("as root, a file is made read-only with chattr +i, which failed")
-        undo = lambda: subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: E731
-    else:
-        mode = os.stat(path).st_mode
-        os.chmod(path, 0o555 if os.path.isdir(path) else 0o444)
-        undo = lambda: os.chmod(path, mode)  # noqa: E731
-    try:
-        assert not os.access(path, os.W_OK)
-        yield
-    finally:
-        undo()
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
-@pytest.mark.parametrize("unwritable", ["file", "folder"])
-def test_read_only_cache_serves_hits(tmp_path, unwritable):
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_read_only_cache_serves_hits(tmp_path, what, unwritable):
     folder = tmp_path / "shared"
     path = folder / "cache.sqlite"
     keys, vectors = _filled_cache(path, n=20, dim=4)
-    with _unwritable(path if unwritable == "file" else folder):
+    with unwritable(path if what == "file" else folder):
         cache = EmbeddingCache(path)
         assert cache.read_only
         found = cache.get_many(keys + [b"missing"])
         assert sorted(found) == sorted(keys)
         np.testing.assert_array_equal(np.stack([found[key] for key in keys]), vectors)
         assert cache.to_frame().shape == (20, 4) and len(cache) == 20
-        reason = "the file cannot be written" if unwritable == "file" else "its folder cannot"
+        reason = "the file cannot be written" if what == "file" else "its folder cannot"
         with pytest.raises(ReadOnlyCacheError, match=re.escape(
                 f"The embedding cache '{path}' is read-only ({reason}") +
                 ".*new ones cannot be stored. Give a cache path you can write to"):
@@ -405,11 +385,11 @@ def test_read_only_cache_serves_hits(tmp_path, unwritable):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
-def test_read_only_cache_of_format_1_is_read_without_upgrade(tmp_path):
+def test_read_only_cache_of_format_1_is_read_without_upgrade(tmp_path, unwritable):
     path = tmp_path / "shared" / "cache.sqlite"
     path.parent.mkdir()
     keys, good = _format_1_cache(path)
-    with _unwritable(path.parent):
+    with unwritable(path.parent):
         cache = EmbeddingCache(path)
         found = cache.get_many(keys)
         assert cache.read_only and sorted(found) == [b"k0", b"k1", b"k2"]
@@ -419,7 +399,7 @@ def test_read_only_cache_of_format_1_is_read_without_upgrade(tmp_path):
         cache.close()
     with pytest.raises(EmbeddingCacheError, match=re.escape(
             f"Cannot create the embedding cache '{tmp_path}/shared/new/cache.sqlite'")):
-        with _unwritable(path.parent):
+        with unwritable(path.parent):
             len(EmbeddingCache(path.parent / "new" / "cache.sqlite"))
 
 

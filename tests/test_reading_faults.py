@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -20,7 +19,6 @@ import sys
 import threading
 import time
 import warnings
-from contextlib import contextmanager
 
 import joblib
 import numpy as np
@@ -456,24 +454,6 @@ def test_a_fully_cached_run_in_a_new_process_loads_no_weights(tiny_model_dir, pn
 # Read-only caches ----------------------------------------------------------------------
 
 
-@contextmanager
-def _read_only(path):
-    """Make a file unwritable by this process, root included."""
-    if getattr(os, "geteuid", lambda: -1)() == 0:  # root ignores permission bits
-        if shutil.which("chattr") is None or subprocess.run(
-                ["chattr", "+i", str(path)], capture_output=True).returncode:
-            pytest.skip("as root, a file is made read-only with chattr +i, which failed")
-        undo = lambda: subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: E731
-    else:
-        mode = os.stat(path).st_mode
-        os.chmod(path, 0o444)
-        undo = lambda: os.chmod(path, mode)  # noqa: E731
-    try:
-        yield
-    finally:
-        undo()
-
-
 def _n_rows(cache_path):
     with sqlite3.connect(cache_path) as connection:
         return connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
@@ -482,12 +462,12 @@ def _n_rows(cache_path):
 @posix_only
 @pytest.mark.parametrize("n_jobs", [None, 2])
 def test_a_read_only_cache_serves_its_hits(tiny_model_dir, pngs, tmp_path, monkeypatch,
-                                           n_jobs):
+                                           n_jobs, unwritable):
     cache = tmp_path / "cache.sqlite"
     expected = _embedder(tiny_model_dir).transform(pngs)
     _embedder(tiny_model_dir, cache=cache).transform(pngs[:3])
     X = pngs[:3] + pngs[:1]
-    with _read_only(cache), joblib.parallel_config(backend="threading"):
+    with unwritable(cache), joblib.parallel_config(backend="threading"):
         assert EmbeddingCache(cache).read_only
         embedder = _embedder(tiny_model_dir, cache=cache, n_jobs=n_jobs)
         with monkeypatch.context() as patch:

@@ -20,7 +20,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from sklearn.utils import check_random_state
 
 from .labels import NIH_PATHOLOGIES
-from .metrics import _check_label_matrix
+from ._validation import check_label_matrix
 
 __all__ = [
     "METADATA_FILENAMES",
@@ -536,7 +536,7 @@ def balanced_subset(
     >>> bool(1 in indices)  # the only Hernia image
     True
     """
-    Y, labels = _check_label_matrix(Y, labels, name="Y")
+    Y, labels = check_label_matrix(Y, labels, name="Y")
     n_no_finding = n_per_label if n_no_finding is None else n_no_finding
     for name, value in (("n_per_label", n_per_label), ("n_no_finding", n_no_finding)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:

@@ -208,7 +208,8 @@ def run_experiment(config, *, log=print):
 
     from .datasets import balanced_subset, load_nih_chestxray14, train_test_split_by_patient
     from .embedders import SigLIPImageEmbedder
-    from .metrics import _check_label_matrix, _undefined_message
+    from ._validation import check_label_matrix
+    from .metrics import _undefined_message
     from .persistence import save
     from .plotting import plot_roc_curves
     from .prompts import PromptEnsembleEmbedder
@@ -260,7 +261,7 @@ def run_experiment(config, *, log=print):
     Y_train, Y_test = Y.iloc[train], Y.iloc[test]
     groups_test = groups.iloc[test]
     undefined = _undefined_message(
-        *_check_label_matrix(Y_test), where=f"the test set ({len(test)} images)"
+        *check_label_matrix(Y_test), where=f"the test set ({len(test)} images)"
     )
     if undefined:
         log(undefined)

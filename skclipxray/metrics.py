@@ -29,6 +29,8 @@ from sklearn.metrics import (
 )
 from sklearn.utils import check_array, check_random_state
 
+from ._validation import check_label_matrix, check_scores, check_threshold
+
 __all__ = [
     "SUMMARY_METRICS",
     "apply_thresholds",
@@ -39,66 +41,9 @@ __all__ = [
 ]
 
 
-def _check_label_matrix(Y, labels=None, *, name="Y_true"):
-    """Return ``Y`` as a 0/1 uint8 array of shape (n, L) and the label names."""
-    if isinstance(Y, pd.DataFrame):
-        columns = [str(c) for c in Y.columns]
-        if labels is not None and list(labels) != columns:
-            raise ValueError(
-                f"labels={list(labels)} differ from the columns of {name} {columns}."
-            )
-        labels = columns
-    values = check_array(Y, dtype=None, ensure_2d=True, input_name=name)
-    if labels is None:
-        labels = [f"label_{j}" for j in range(values.shape[1])]
-    labels = [str(label) for label in labels]
-    if len(labels) != values.shape[1]:
-        raise ValueError(
-            f"{name} has {values.shape[1]} columns but {len(labels)} labels were given."
-        )
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"Label names must be unique, got {labels}.")
-    bad = np.argwhere((values != 0) & (values != 1))
-    if bad.size:
-        row, col = bad[0]
-        raise ValueError(
-            f"{name}[{row}, {labels[col]!r}] is {values[row, col].item()!r}; labels must be 0 or 1."
-        )
-    return values.astype(np.uint8), labels
-
-
-def _check_scores(Y_score, labels, n_samples, *, name="Y_score"):
-    """Return scores as a float array of shape (n, L), columns in ``labels`` order."""
-    if isinstance(Y_score, pd.DataFrame):
-        columns = [str(c) for c in Y_score.columns]
-        if sorted(columns) != sorted(labels):
-            raise ValueError(f"The columns of {name} {columns} are not the labels {labels}.")
-        Y_score = Y_score.set_axis(columns, axis=1)[labels]
-    scores = check_array(Y_score, dtype=np.float64, input_name=name)
-    if scores.shape != (n_samples, len(labels)):
-        raise ValueError(
-            f"{name} has shape {scores.shape}; expected ({n_samples}, {len(labels)}) "
-            f"like Y_true."
-        )
-    return scores
-
-
 def _check_thresholds(threshold, labels):
-    if isinstance(threshold, (pd.Series, dict)):
-        threshold = pd.Series(threshold, dtype=float)
-        missing = [label for label in labels if label not in threshold.index]
-        if missing:
-            raise ValueError(f"threshold has no value for the label(s) {missing}.")
-        return threshold[labels].to_numpy()
-    thresholds = np.asarray(threshold, dtype=float)
-    if thresholds.ndim == 0:
-        return np.full(len(labels), float(thresholds))
-    if thresholds.shape != (len(labels),):
-        raise ValueError(
-            f"threshold must be a number or one per label ({len(labels)}), "
-            f"got shape {thresholds.shape}."
-        )
-    return thresholds
+    """One threshold per label; scores may be of any scale, so no range."""
+    return check_threshold(threshold, labels, where="Y_score", bounds=None)
 
 
 def _defined(y_true, *, need_negatives=True):
@@ -262,8 +207,8 @@ def multilabel_report(
     >>> float(summary["hamming_loss"])
     0.125
     """
-    y_true, labels = _check_label_matrix(Y_true, labels)
-    y_score = _check_scores(Y_score, labels, len(y_true))
+    y_true, labels = check_label_matrix(Y_true, labels)
+    y_score = check_scores(Y_score, labels, len(y_true))
     thresholds = _check_thresholds(threshold, labels)
     y_pred = (y_score >= thresholds).astype(np.uint8)
     _warn_undefined(y_true, labels)
@@ -362,8 +307,8 @@ def bootstrap_ci(
     >>> bool(ci.loc["roc_auc_macro", "ci_low"] <= ci.loc["roc_auc_macro", "ci_high"])
     True
     """
-    y_true, labels = _check_label_matrix(Y_true, labels)
-    y_score = _check_scores(Y_score, labels, len(y_true))
+    y_true, labels = check_label_matrix(Y_true, labels)
+    y_score = check_scores(Y_score, labels, len(y_true))
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
@@ -515,8 +460,8 @@ def tune_thresholds(
     >>> tune_thresholds(Y, scores, labels=["Hernia"]).tolist()
     [0.2]
     """
-    y_true, labels = _check_label_matrix(Y_true, labels)
-    y_score = _check_scores(Y_score, labels, len(y_true))
+    y_true, labels = check_label_matrix(Y_true, labels)
+    y_score = check_scores(Y_score, labels, len(y_true))
     if isinstance(metric, str):
         if metric not in _THRESHOLD_METRICS:
             raise ValueError(f"metric must be 'f1' or a callable, got {metric!r}.")

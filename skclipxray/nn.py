@@ -31,6 +31,8 @@ trains them.
 import torch
 from torch import nn
 
+from ._validation import check_hidden_sizes
+
 __all__ = [
     "BaselineMLP",
     "ConcatFusionMLP",
@@ -79,8 +81,8 @@ class Dropout(nn.Dropout):
 
     torch's CPU dropout draws its mask with a serial Bernoulli sampler; a
     uniform draw compared with ``p`` gives the same mask distribution and is
-    vectorised and multi-threaded (about twice as fast, forward and backward,
-    on embedding-sized batches). Other devices use torch's own kernel.
+    vectorised and multi-threaded, so forward and backward passes take less
+    time on embedding-sized batches. Other devices use torch's own kernel.
 
     Examples
     --------
@@ -100,13 +102,6 @@ class Dropout(nn.Dropout):
         # allocation and a pass over it less per call.
         scale = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
         return x * scale
-
-
-def _check_sizes(hidden_sizes, name="hidden_sizes"):
-    sizes = tuple(int(size) for size in hidden_sizes)
-    if any(size < 1 for size in sizes):
-        raise ValueError(f"{name}={tuple(hidden_sizes)} must hold positive integers.")
-    return sizes
 
 
 class _BatchConstantNorm(nn.BatchNorm1d):
@@ -218,7 +213,7 @@ class BaselineMLP(nn.Module):
         self, n_features, n_outputs, hidden_sizes=(512, 256), dropout=0.3, noise_std=0.0
     ):
         super().__init__()
-        hidden_sizes = _check_sizes(hidden_sizes)
+        hidden_sizes = check_hidden_sizes(hidden_sizes)
         self.noise = GaussianNoise(noise_std)
         self.body, width = _dense_layers(
             n_features, hidden_sizes, dropout, norm_before_relu=True
@@ -291,13 +286,13 @@ class ConcatFusionMLP(_PromptBufferMixin, nn.Module):
         noise_std=0.0,
     ):
         super().__init__()
-        hidden_sizes = _check_sizes(hidden_sizes)
+        hidden_sizes = check_hidden_sizes(hidden_sizes)
         prompt_hidden_sizes = (
             hidden_sizes
             if prompt_hidden_sizes is None
-            else _check_sizes(prompt_hidden_sizes, "prompt_hidden_sizes")
+            else check_hidden_sizes(prompt_hidden_sizes, "prompt_hidden_sizes")
         )
-        fusion_hidden_sizes = _check_sizes(fusion_hidden_sizes, "fusion_hidden_sizes")
+        fusion_hidden_sizes = check_hidden_sizes(fusion_hidden_sizes, "fusion_hidden_sizes")
         self._register_prompts(prompt_embeddings)
         self.noise = GaussianNoise(noise_std)
         self.image_branch, image_width = _dense_layers(
@@ -372,7 +367,7 @@ class WeightedSumMLP(_PromptBufferMixin, nn.Module):
         noise_std=0.0,
     ):
         super().__init__()
-        hidden_sizes = _check_sizes(hidden_sizes)
+        hidden_sizes = check_hidden_sizes(hidden_sizes)
         self._register_prompts(prompt_embeddings)
         self.noise = GaussianNoise(noise_std)
         self.prompt_projection = nn.Sequential(

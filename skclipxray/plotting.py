@@ -29,7 +29,7 @@ import itertools
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from .metrics import _check_label_matrix, _check_scores
+from ._validation import check_label_matrix, check_scores
 
 __all__ = [
     "CHANCE_GID",
@@ -212,13 +212,13 @@ def plot_roc_curves(
     >>> len(fig.axes)
     3
     """
-    y_true, labels = _check_label_matrix(Y_true, labels)
+    y_true, labels = check_label_matrix(Y_true, labels)
     if not isinstance(Y_scores, dict):
         Y_scores = {"model": Y_scores}
     if not Y_scores:
         raise ValueError("Y_scores is empty; pass {model_name: scores}.")
     scores = {
-        name: _check_scores(s, labels, len(y_true), name=f"Y_scores[{name!r}]")
+        name: check_scores(s, labels, len(y_true), name=f"Y_scores[{name!r}]")
         for name, s in Y_scores.items()
     }
     # Each row of panels grows by its legends, so that the panels keep their size.
@@ -282,7 +282,7 @@ def plot_label_frequency(
     >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
     ['Hernia', 'No Finding', 'Mass']
     """
-    y, labels = _check_label_matrix(Y, labels, name="Y")
+    y, labels = check_label_matrix(Y, labels, name="Y")
     counts = y.sum(axis=0).astype(float)
     if include_no_finding:
         counts = np.append(counts, (y.sum(axis=1) == 0).sum())
@@ -334,7 +334,7 @@ def plot_label_cooccurrence(
     >>> fig.axes[0].images[0].get_array().tolist()
     [[2, 1], [1, 2]]
     """
-    y, labels = _check_label_matrix(Y, labels, name="Y")
+    y, labels = check_label_matrix(Y, labels, name="Y")
     matrix = y.T.astype(np.int64) @ y.astype(np.int64)
     if normalize:
         diagonal = np.diag(matrix).astype(float)

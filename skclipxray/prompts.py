@@ -7,17 +7,21 @@ prompt ensembling, the template embeddings of a label are L2-normalised,
 averaged and normalised again, giving one unit vector per label.
 """
 
+import os
 import threading
 from collections.abc import Mapping
+from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval
 # Private but stable since scikit-learn 1.2; needed to index pandas output by label.
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbone import DEFAULT_MODEL, load_backbone
-from .labels import NIH_PATHOLOGIES, label_to_phrase
+from ._validation import check_labels, check_templates
+from .labels import label_to_phrase
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -44,72 +48,7 @@ _TEXT_EMBEDDINGS = {}
 _TEXT_EMBEDDINGS_LOCK = threading.Lock()
 
 
-def _check_templates(templates, name):
-    """Return ``templates`` as a tuple of format strings with one ``{}`` each."""
-    if isinstance(templates, str) or not hasattr(templates, "__iter__"):
-        raise TypeError(
-            f"{name} must be a list of format strings such as ['signs of {{}}'], "
-            f"got {templates!r}."
-        )
-    templates = tuple(templates)
-    if not templates:
-        raise ValueError(f"{name} is empty: give at least one template.")
-    for index, template in enumerate(templates):
-        if not isinstance(template, str):
-            raise TypeError(
-                f"{name}[{index}] = {template!r} is not a string."
-            )
-        if "{}" not in template:
-            raise ValueError(
-                f"{name}[{index}] = {template!r} has no '{{}}' placeholder for "
-                "the label phrase."
-            )
-        try:
-            template.format("phrase")
-        except (IndexError, KeyError, ValueError) as exc:
-            raise ValueError(
-                f"{name}[{index}] = {template!r} is not a format string with "
-                f"a single '{{}}' placeholder: {exc}"
-            ) from exc
-    return templates
-
-
-def _check_labels(X, name="X"):
-    """Return the label names in ``X`` as a list (``None``: the NIH pathologies)."""
-    if X is None:
-        return list(NIH_PATHOLOGIES)
-    if isinstance(X, (str, bytes)):
-        raise TypeError(
-            f"{name} must be a list of label names, got the single string "
-            f"{X!r}; wrap it in a list."
-        )
-    try:
-        labels = np.asarray(list(X), dtype=object)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be a list of label names, got {type(X).__name__}."
-        ) from None
-    if labels.ndim != 1:
-        raise ValueError(
-            f"{name} must be a 1-D list of label names, got an array of shape "
-            f"{labels.shape}."
-        )
-    if labels.size == 0:
-        raise ValueError(
-            f"{name} is an empty list of label names: give at least one."
-        )
-    for index, label in enumerate(labels):
-        if label is None or not str(label).strip():
-            raise ValueError(f"{name}[{index}] = {label!r} is not a label name.")
-    return labels.tolist()
-
-
 def _phrases(labels, mapping):
-    if mapping is not None and not isinstance(mapping, Mapping):
-        raise TypeError(
-            f"phrases must be a mapping from label name to phrase, got "
-            f"{type(mapping).__name__}."
-        )
     return [label_to_phrase(label, mapping) for label in labels]
 
 
@@ -238,6 +177,18 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
     'Hernia'
     """
 
+    _parameter_constraints: dict = {
+        "model": [str, os.PathLike],
+        # Each template is checked by check_templates, which names the culprit.
+        "templates": ["array-like"],
+        "negative_templates": [None, "array-like"],
+        "phrases": [None, Mapping],
+        # A name or a torch device and dtype: load_backbone checks them.
+        "device": "no_validation",
+        "dtype": "no_validation",
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+    }
+
     def __init__(
         self,
         model=DEFAULT_MODEL,
@@ -265,21 +216,18 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
         tags.non_deterministic = False
         return tags
 
-    def _check_params(self):
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(
-                f"batch_size must be a positive integer, got {self.batch_size!r}."
-            )
-        templates = _check_templates(self.templates, "templates")
+    def _check_templates(self):
+        templates = check_templates(self.templates, "templates")
         negative = None
         if self.negative_templates is not None:
-            negative = _check_templates(self.negative_templates, "negative_templates")
+            negative = check_templates(self.negative_templates, "negative_templates")
         return templates, negative
 
     def _embed(self, phrases, templates):
         backbone = load_backbone(self.model, device=self.device, dtype=self.dtype)
         return _ensemble(backbone, phrases, templates, self.batch_size)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
         """Embed the label names; nothing is trained.
 
@@ -294,8 +242,8 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        templates, negative = self._check_params()
-        labels = _check_labels(X)
+        templates, negative = self._check_templates()
+        labels = check_labels(X)
         self.labels_ = labels
         self.phrases_ = _phrases(labels, self.phrases)
         self.embeddings_ = self._embed(self.phrases_, templates)
@@ -324,8 +272,8 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
         if X is None:
             labels, embeddings = self.labels_, self.embeddings_.copy()
         else:
-            templates, _ = self._check_params()
-            labels = _check_labels(X)
+            templates, _ = self._check_templates()
+            labels = check_labels(X)
             embeddings = self._embed(_phrases(labels, self.phrases), templates)
         # The generic pandas wrapper knows no index for a list input: name the
         # rows by label here.

@@ -1,23 +1,29 @@
 """Zero-shot multilabel classification: image embeddings against label prompts."""
 
-import numbers
+import os
+from collections.abc import Mapping
+from numbers import Real
 
 import numpy as np
 from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.preprocessing import normalize
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._backbone import DEFAULT_MODEL, load_backbone
-from ._validation import check_multilabel_indicator
-from .prompts import DEFAULT_TEMPLATES, PromptEnsembleEmbedder, _check_labels
+from ._validation import check_labels, check_multilabel_indicator, check_threshold
+from .prompts import DEFAULT_TEMPLATES, PromptEnsembleEmbedder
 
 __all__ = ["ZeroShotClassifier"]
 
-
-def _l2_normalize(X):
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    # An all-zero embedding has no direction: its cosine to every prompt is 0.
-    return X / np.where(norms > 0, norms, 1.0)
+#: The parameters of the prompt embedder built when ``prompts`` is None, and
+#: their defaults.
+_PROMPT_PARAMETERS = {
+    "templates": DEFAULT_TEMPLATES,
+    "negative_templates": None,
+    "phrases": None,
+}
 
 
 class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
@@ -37,22 +43,41 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     :class:`~skclipxray.SigLIPImageEmbedder` and in ``cross_validate``
     like a trained head, as the floor a trained head should beat.
 
+    The prompts are given as the fusion heads take them (``prompts=``: a
+    prompt embedder, or the embeddings themselves), or described by
+    ``templates``, ``negative_templates`` and ``phrases``, from which ``fit``
+    builds a :class:`~skclipxray.PromptEnsembleEmbedder` of ``model``.
+
     Parameters
     ----------
     model : str or path-like, default=DEFAULT_MODEL
         Hugging Face id or local folder of the SigLIP checkpoint that made the
-        image embeddings.
+        image embeddings. Its logit scale and bias score them, whatever
+        ``prompts`` is.
+    prompts : transformer or array-like of shape (n_labels, n_features_in), optional
+        The label embeddings the images are scored against. ``None`` (the
+        default) builds them from ``templates``, ``negative_templates`` and
+        ``phrases``. A transformer, such as a
+        :class:`~skclipxray.PromptEnsembleEmbedder` of the same checkpoint,
+        is cloned and fitted at :meth:`fit` with ``fit_transform(labels)``;
+        if it then has ``negative_embeddings_`` (a PromptEnsembleEmbedder
+        given ``negative_templates``), scores are positive-versus-negative.
+        An array gives the embeddings themselves, one row per label in the
+        order of the labels. Either way each row is L2-normalised.
     labels : list of str, optional
         Label names, used when ``y`` given to :meth:`fit` is not a DataFrame.
         ``None`` means the 14 NIH ChestX-ray14 pathologies.
     templates : list of str, default=DEFAULT_TEMPLATES
         Positive prompt templates, ensembled per label
-        (see :class:`~skclipxray.PromptEnsembleEmbedder`).
+        (see :class:`~skclipxray.PromptEnsembleEmbedder`). Only with
+        ``prompts=None``; otherwise set them on the prompt embedder.
     negative_templates : list of str, optional
         Prompt templates stating the finding is absent, e.g.
         ``NEGATIVE_TEMPLATES``. When given, scores are positive-versus-negative.
+        Only with ``prompts=None``.
     phrases : dict, optional
         Label name -> phrase, overriding the automatic phrase of those labels.
+        Only with ``prompts=None``.
     threshold : float, default=0.5
         :meth:`predict` calls a label present when its probability is at
         least this.
@@ -69,9 +94,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         ``[0, 1]`` for each label: one binary problem per label, as
         scikit-learn's multi-output classifiers report it.
     prompt_embeddings_ : ndarray of shape (n_labels, n_features_in), float32
-        Unit-norm ensembled positive prompt embedding of each label.
+        Unit-norm (positive) prompt embedding of each label.
     negative_prompt_embeddings_ : ndarray of shape (n_labels, n_features_in)
-        The same for ``negative_templates``; only set when they are given.
+        The same for the negative prompts; only set when there are some.
     scale_ : float
         ``exp(logit_scale)`` of the checkpoint.
     bias_ : float
@@ -93,12 +118,36 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     (5, 14)
     >>> classifier.labels_[:2]
     array(['Atelectasis', 'Cardiomegaly'], dtype=object)
+
+    The prompts can also be embedded beforehand, e.g. to reuse them:
+
+    >>> from skclipxray.prompts import PromptEnsembleEmbedder
+    >>> prompts = PromptEnsembleEmbedder(checkpoint, device="cpu").fit_transform(["Mass"])
+    >>> classifier = ZeroShotClassifier(checkpoint, prompts=prompts, labels=["Mass"],
+    ...                                 device="cpu")
+    >>> classifier.fit(image_embeddings).predict_proba(image_embeddings).shape
+    (5, 1)
     """
+
+    _parameter_constraints: dict = {
+        "model": [str, os.PathLike],
+        "prompts": [None, "array-like", HasMethods(["fit_transform"])],
+        # Each label and template is checked at fit, naming the culprit.
+        "labels": [None, "array-like"],
+        "templates": ["array-like"],
+        "negative_templates": [None, "array-like"],
+        "phrases": [None, Mapping],
+        "threshold": [Interval(Real, 0, 1, closed="both")],
+        # A name or a torch device and dtype: load_backbone checks them.
+        "device": "no_validation",
+        "dtype": "no_validation",
+    }
 
     def __init__(
         self,
         model=DEFAULT_MODEL,
         *,
+        prompts=None,
         labels=None,
         templates=DEFAULT_TEMPLATES,
         negative_templates=None,
@@ -108,6 +157,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         dtype="auto",
     ):
         self.model = model
+        self.prompts = prompts
         self.labels = labels
         self.templates = templates
         self.negative_templates = negative_templates
@@ -123,25 +173,19 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         tags.non_deterministic = False
         return tags
 
-    def _check_threshold(self):
-        if (
-            not isinstance(self.threshold, numbers.Real)
-            or isinstance(self.threshold, bool)
-            or not 0 <= self.threshold <= 1
-        ):
-            raise ValueError(
-                f"threshold must be a number in [0, 1], got {self.threshold!r}."
-            )
+    def __setstate__(self, state):
+        # Files saved before ``prompts`` existed built their prompts themselves.
+        super().__setstate__({"prompts": None, **state})
 
     def _labels_for(self, y, n_samples):
         """Label names: ``y``'s columns if a DataFrame, else ``labels``."""
         if hasattr(y, "columns"):
-            labels = _check_labels(list(y.columns), "y.columns")
+            labels = check_labels(list(y.columns), "y.columns")
         else:
-            labels = _check_labels(self.labels, "labels")
+            labels = check_labels(self.labels, "labels")
         if y is None:
             return labels
-        shape = np.shape(y)
+        shape = np.asarray(y).shape
         if len(shape) != 2:
             raise ValueError(
                 f"y has shape {shape}; ZeroShotClassifier is multilabel and "
@@ -161,6 +205,61 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         check_multilabel_indicator(y, labels)
         return labels
 
+    def _embed_prompts(self, labels):
+        """Unit-norm positive and negative (or None) prompt embeddings, float32."""
+        if self.prompts is None:
+            embedder = PromptEnsembleEmbedder(
+                self.model,
+                templates=self.templates,
+                negative_templates=self.negative_templates,
+                phrases=self.phrases,
+                device=self.device,
+                dtype=self.dtype,
+            ).fit(labels)
+            # Unit-norm already: kept as the embedder made them.
+            return embedder.embeddings_, getattr(embedder, "negative_embeddings_", None)
+        changed = [
+            name for name, default in _PROMPT_PARAMETERS.items()
+            if not _is_default(getattr(self, name), default)
+        ]
+        if changed:
+            raise ValueError(
+                f"ZeroShotClassifier was given prompts and {' and '.join(changed)}, "
+                "which describe the prompts it builds when prompts is None; set "
+                f"{'them' if len(changed) > 1 else 'it'} on the prompt embedder "
+                "given as prompts instead."
+            )
+        negative = None
+        if hasattr(self.prompts, "fit_transform"):
+            embedder = clone(self.prompts)
+            positive = embedder.fit_transform(labels)
+            negative = getattr(embedder, "negative_embeddings_", None)
+        else:
+            positive = self.prompts
+        positive = normalize(check_array(positive, dtype=np.float32, input_name="prompts"))
+        if positive.shape[0] != len(labels):
+            raise ValueError(
+                f"prompts has {positive.shape[0]} rows but there are {len(labels)} "
+                f"labels (starting {labels[:3]}); give one prompt embedding per "
+                "label, in their order."
+            )
+        if negative is not None:
+            negative = normalize(
+                check_array(negative, dtype=np.float32, input_name="negative prompts")
+            )
+            if negative.shape != positive.shape:
+                raise ValueError(
+                    f"The prompt embedder's negative_embeddings_ have shape "
+                    f"{negative.shape}, its embeddings {positive.shape}: one of "
+                    "each per label is needed."
+                )
+        return positive, negative
+
+    @_fit_context(
+        # A prompt embedder given as prompts is fitted inside: it checks its
+        # own parameters.
+        prefer_skip_nested_validation=False
+    )
     def fit(self, X, y=None):
         """Embed the label prompts; nothing is trained.
 
@@ -177,37 +276,35 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        self._check_threshold()
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=True)
         labels = self._labels_for(y, X.shape[0])
-        prompts = PromptEnsembleEmbedder(
-            self.model,
-            templates=self.templates,
-            negative_templates=self.negative_templates,
-            phrases=self.phrases,
-            device=self.device,
-            dtype=self.dtype,
-        ).fit(labels)
-        if X.shape[1] != prompts.n_features_out_:
-            raise ValueError(
-                f"X has {X.shape[1]} features but the checkpoint {self.model!r} "
-                f"embeds into {prompts.n_features_out_} dimensions: X must be "
-                "image embeddings made by this checkpoint."
-            )
+        positive, negative = self._embed_prompts(labels)
+        if X.shape[1] != positive.shape[1]:
+            if self.prompts is None:
+                source = (
+                    f"the checkpoint {self.model!r} embeds into {positive.shape[1]} "
+                    "dimensions: X must be image embeddings made by this checkpoint."
+                )
+            else:
+                source = (
+                    f"the prompt embeddings have {positive.shape[1]}: X must be image "
+                    "embeddings made by the checkpoint that embedded the prompts."
+                )
+            raise ValueError(f"X has {X.shape[1]} features but {source}")
         backbone = load_backbone(self.model, device=self.device, dtype=self.dtype)
         # Python floats, not tensors: the fitted estimator must not hold torch
         # objects (pickles stay small and load on machines without a GPU).
         self.scale_ = float(backbone.model.logit_scale.detach().float().exp().item())
         self.bias_ = float(backbone.model.logit_bias.detach().float().item())
-        self.labels_ = np.asarray(prompts.labels_, dtype=object)
+        self.labels_ = np.asarray(labels, dtype=object)
         # One binary problem per label, as scikit-learn's multi-output
         # classifiers report it: scorers then see a multilabel classifier
         # (label names as classes_ would read as multiclass, or as binary
         # with two labels, and pick a single column).
         self.classes_ = [np.array([0, 1]) for _ in self.labels_]
-        self.prompt_embeddings_ = prompts.embeddings_
-        if self.negative_templates is not None:
-            self.negative_prompt_embeddings_ = prompts.negative_embeddings_
+        self.prompt_embeddings_ = positive
+        if negative is not None:
+            self.negative_prompt_embeddings_ = negative
         elif hasattr(self, "negative_prompt_embeddings_"):
             del self.negative_prompt_embeddings_
         return self
@@ -226,7 +323,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "prompt_embeddings_")
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        images = _l2_normalize(X.astype(np.float64))
+        # An all-zero embedding has no direction: its cosine to every prompt is 0.
+        images = normalize(X.astype(np.float64))
         cosine = images @ self.prompt_embeddings_.T.astype(np.float64)
         if hasattr(self, "negative_prompt_embeddings_"):
             # softmax([l_pos, l_neg])[0] = sigmoid(l_pos - l_neg); the bias cancels.
@@ -260,5 +358,11 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_labels), int
         """
-        self._check_threshold()
-        return (self.predict_proba(X) >= self.threshold).astype(int)
+        threshold = check_threshold(self.threshold)
+        return (self.predict_proba(X) >= threshold).astype(int)
+
+
+def _is_default(value, default):
+    if value is None or default is None:
+        return value is default
+    return value is default or tuple(value) == tuple(default)

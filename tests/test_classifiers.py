@@ -169,6 +169,27 @@ def test_threshold_per_label_applies_at_predict_time(small_data):
         head.predict(X)
 
 
+def test_threshold_by_label_name(small_data):
+    X, Y = small_data
+    head = BaselineClassifier(**SMALL).fit(X, Y)
+    proba = head.predict_proba(X)
+    head.set_params(threshold={"Edema": 0.8, "Mass": 0.2, "Nodule": 0.5})
+    np.testing.assert_array_equal(head.predict(X), (proba >= [0.2, 0.5, 0.8]).astype(int))
+    head.set_params(threshold=pd.Series({"Mass": 0.2, "Nodule": 0.5}))
+    with pytest.raises(ValueError, match=r"threshold has no value for the label\(s\) \['Edema'\]"):
+        head.predict(X)
+
+
+def test_the_fused_optimizer_is_used_where_torch_has_it(monkeypatch):
+    from skclipxray._heads.net import fused_optimizer_supported
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for version, on_cpu in [("2.3.1", False), ("2.4.0", True), ("2.13.0+cpu", True)]:
+        monkeypatch.setattr(torch, "__version__", version)
+        assert fused_optimizer_supported(cpu) is on_cpu
+        assert fused_optimizer_supported(cuda)
+
+
 def test_pos_weight_balanced_and_given(small_data):
     X, Y = small_data
     head = BaselineClassifier(**SMALL, pos_weight="balanced").fit(X, Y)
@@ -181,7 +202,7 @@ def test_pos_weight_balanced_and_given(small_data):
 
     with pytest.raises(ValueError, match=r"pos_weight has shape \(2,\).*\(3,\)"):
         BaselineClassifier(**SMALL, pos_weight=[1.0, 2.0]).fit(X, Y)
-    with pytest.raises(ValueError, match="'often'"):
+    with pytest.raises(ValueError, match="'pos_weight' parameter.*Got 'often' instead"):
         BaselineClassifier(**SMALL, pos_weight="often").fit(X, Y)
 
 
@@ -428,10 +449,16 @@ def test_bad_input_errors(small_data):
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"lr_schedule": "linear"}, "lr_schedule='linear' is not one of"),
+    # scikit-learn's parameter validation words the first four.
+    ({"lr_schedule": "linear"}, "The 'lr_schedule' parameter of BaselineClassifier must "
+                                r"be a str among \{.*'plateau'.*\}. Got 'linear' instead"),
+    ({"dropout": 1.0}, r"'dropout' parameter of BaselineClassifier must be a float in "
+                       r"the range \[0.0, 1.0\). Got 1.0 instead"),
+    ({"max_epochs": 0}, r"'max_epochs' parameter of BaselineClassifier must be an int in "
+                        r"the range \[1, inf\). Got 0 instead"),
+    ({"early_stopping": "yes"}, "'early_stopping' parameter of BaselineClassifier must be "
+                                "an instance of 'bool'"),
     ({"hidden_sizes": (8, -1)}, "hidden_sizes=.*positive integers"),
-    ({"dropout": 1.0}, "dropout == 1.0, must be < 1"),
-    ({"max_epochs": 0}, "max_epochs == 0, must be >= 1"),
     ({"threshold": [0.5, 0.5]}, "threshold has 2 values but y has 3 labels"),
     ({"device": "tpu"}, "device='tpu'"),
 ])
@@ -563,3 +590,50 @@ def test_cross_validate_with_patient_groups_from_images(tiny_model_dir, images):
         predicted = fitted.predict([paths[i] for i in test])
         expected = hamming_loss(Y.iloc[test], predicted)
         assert result["test_score"][fold] == pytest.approx(-expected)
+
+
+# --------------------------------------------- files saved by earlier versions
+@pytest.fixture(scope="module")
+def saved_by_0_1(data_dir):
+    """What skclipxray 0.1 saved (tests/data/make_heads_fixture.py) and predicted."""
+    from skclipxray.persistence import load
+
+    with np.load(data_dir / "heads-0.1.npz") as outputs:
+        return load(data_dir / "heads-0.1.skops"), dict(outputs)
+
+
+@pytest.mark.parametrize("name", [
+    "baseline", "baseline_multiclass", "concat", "weighted_sum", "zero_shot",
+])
+def test_a_file_saved_by_version_0_1_loads_and_predicts_the_same(name, saved_by_0_1):
+    estimators, outputs = saved_by_0_1
+    estimator = estimators[name]
+    # skops files name the class by its import path.
+    assert type(estimator).__module__ in {"skclipxray.classifiers", "skclipxray.zeroshot"}
+    X = outputs["X_zero_shot" if name == "zero_shot" else "X"]
+    # Another CPU may round differently than the one that made the file.
+    np.testing.assert_allclose(
+        estimator.predict_proba(X), outputs[f"{name}_proba"], rtol=1e-5, atol=1e-6
+    )
+    # The same decisions, but for probabilities within rounding of the threshold.
+    proba = outputs[f"{name}_proba"]
+    clear = np.abs(proba - 0.5) > 1e-4
+    if proba.ndim == 2 and estimator.predict(X).ndim == 1:
+        clear = clear.all(axis=1)
+    np.testing.assert_array_equal(
+        estimator.predict(X)[clear], outputs[f"{name}_predict"][clear]
+    )
+    # Parameters added since 0.1 take their defaults.
+    params = clone(estimator).get_params(deep=False)
+    assert params.keys() == type(estimator)().get_params(deep=False).keys()
+    assert repr(estimator).startswith(type(estimator).__name__)
+
+
+def test_a_prompt_embedder_saved_by_version_0_1_loads(saved_by_0_1):
+    estimators, outputs = saved_by_0_1
+    embedder = estimators["prompts"]
+    np.testing.assert_array_equal(embedder.transform(None), outputs["prompts_embeddings"])
+    assert embedder.labels_ == ["Mass", "Nodule", "Effusion"]
+    assert clone(embedder).get_params() == embedder.get_params()
+    # A head given the embedder fitted from a file uses its embeddings.
+    assert estimators["weighted_sum"].prompts.get_params()["model"] == "tiny-siglip"

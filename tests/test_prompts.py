@@ -230,7 +230,14 @@ def test_pickles_small_without_the_model(tiny_model_dir):
             ValueError,
             r"templates\[0\] = '\{\} in \{organ\}' is not a format string",
         ),
-        ({"templates": "signs of {}"}, None, TypeError, "list of format strings"),
+        # scikit-learn's parameter validation words these three.
+        (
+            {"templates": "signs of {}"},
+            None,
+            TypeError,
+            r"'templates' parameter of PromptEnsembleEmbedder must be an array-like\. "
+            r"Got 'signs of \{\}' instead",
+        ),
         ({"templates": []}, None, ValueError, "templates is empty"),
         (
             {"negative_templates": ["no"]},
@@ -238,8 +245,20 @@ def test_pickles_small_without_the_model(tiny_model_dir):
             ValueError,
             r"negative_templates\[0\] = 'no' has no",
         ),
-        ({"phrases": ["mass"]}, None, TypeError, "phrases must be a mapping"),
-        ({"batch_size": 0}, None, ValueError, "batch_size must be a positive"),
+        (
+            {"phrases": ["mass"]},
+            None,
+            TypeError,
+            r"'phrases' parameter of PromptEnsembleEmbedder must be None or an "
+            r"instance of 'collections.abc.Mapping'\. Got \['mass'\] instead",
+        ),
+        (
+            {"batch_size": 0},
+            None,
+            ValueError,
+            r"'batch_size' parameter of PromptEnsembleEmbedder must be an int in the "
+            r"range \[1, inf\)\. Got 0 instead",
+        ),
     ],
 )
 def test_bad_input_is_named(tiny_model_dir, params, X, error, match):

@@ -159,6 +159,10 @@ def test_predict_thresholds_probabilities(scored_model_dir, embeddings, threshol
     predictions = classifier.predict(embeddings)
     np.testing.assert_array_equal(predictions, (proba >= threshold).astype(int))
     assert predictions.dtype.kind == "i"
+    # Read at prediction time: a value set after fitting is checked then.
+    classifier.set_params(threshold=threshold + 1.5)
+    with pytest.raises(ValueError, match=rf"threshold={threshold + 1.5} must lie in \[0, 1\]"):
+        classifier.predict(embeddings)
 
 
 def test_pipeline_after_image_embedder_in_cross_validate(scored_model_dir, images):
@@ -291,7 +295,9 @@ def test_tags_say_multilabel_and_y_optional():
         ({"labels": ["Mass", "Nodule"]}, lambda n: np.full((n, 2), 0.5),
          r"column 'Mass' holds \[0.5\]"),
         ({"labels": []}, lambda n: None, "labels is an empty list"),
-        ({"threshold": 1.5}, lambda n: None, r"threshold must be a number in \[0, 1\]"),
+        # Worded by scikit-learn's parameter validation.
+        ({"threshold": 1.5}, lambda n: None, r"'threshold' parameter of ZeroShotClassifier "
+                                             r"must be a float in the range \[0.0, 1.0\]"),
         ({"templates": ["no placeholder"]}, lambda n: None, "has no '{}' placeholder"),
     ],
 )
@@ -307,3 +313,80 @@ def test_embeddings_of_another_size_are_refused(scored_model_dir, embeddings):
     fitted = ZeroShotClassifier(scored_model_dir, device="cpu").fit(embeddings)
     with pytest.raises(ValueError, match="expecting 32 features"):
         fitted.predict_proba(embeddings[:, :31])
+
+
+# ------------------------------------------------------------- prompts=
+def test_prompts_as_an_embedder_or_an_array_score_as_the_templates_do(
+    scored_model_dir, embeddings
+):
+    labels = ["Effusion", "Pneumothorax", "Mass"]
+    templates = ["signs of {}", "{}"]
+    described = ZeroShotClassifier(
+        scored_model_dir, labels=labels, templates=templates,
+        negative_templates=NEGATIVE_TEMPLATES, device="cpu",
+    ).fit(embeddings)
+    embedder = PromptEnsembleEmbedder(
+        scored_model_dir, templates=templates, negative_templates=NEGATIVE_TEMPLATES,
+        device="cpu",
+    )
+    given = ZeroShotClassifier(
+        scored_model_dir, prompts=embedder, labels=labels, device="cpu"
+    ).fit(embeddings)
+    assert not hasattr(embedder, "embeddings_")  # a clone was fitted
+    np.testing.assert_allclose(
+        given.predict_proba(embeddings), described.predict_proba(embeddings),
+        rtol=1e-6, atol=1e-7,
+    )
+    np.testing.assert_allclose(
+        given.negative_prompt_embeddings_, described.negative_prompt_embeddings_,
+        rtol=1e-6, atol=1e-7,
+    )
+
+    # An array: positive prompts only, normalised (so its scale does not matter).
+    positive = clone(embedder).fit_transform(labels)
+    from_array = ZeroShotClassifier(
+        scored_model_dir, prompts=3.0 * positive, labels=labels, device="cpu"
+    ).fit(embeddings)
+    assert not hasattr(from_array, "negative_prompt_embeddings_")
+    np.testing.assert_allclose(from_array.prompt_embeddings_, positive, rtol=1e-6)
+    cosine = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True) @ positive.T
+    np.testing.assert_allclose(
+        from_array.predict_proba(embeddings),
+        1 / (1 + np.exp(-(8.0 * cosine + LOGIT_BIAS))), rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"templates": ["{}"]}, "was given prompts and templates, which describe"),
+        ({"negative_templates": NEGATIVE_TEMPLATES, "phrases": {"Mass": "lump"}},
+         "was given prompts and negative_templates and phrases"),
+    ],
+)
+def test_prompts_and_prompt_parameters_are_not_both_given(
+    scored_model_dir, embeddings, params, match
+):
+    classifier = ZeroShotClassifier(
+        scored_model_dir, prompts=np.ones((14, 32)), device="cpu", **params
+    )
+    with pytest.raises(ValueError, match=match):
+        classifier.fit(embeddings)
+
+
+def test_prompts_of_the_wrong_shape_are_refused(scored_model_dir, embeddings):
+    with pytest.raises(ValueError, match=r"prompts has 2 rows but there are 3 labels "
+                                         r"\(starting \['Mass', 'Edema', 'Hernia'\]\)"):
+        ZeroShotClassifier(
+            scored_model_dir, prompts=np.ones((2, 32)), labels=["Mass", "Edema", "Hernia"],
+            device="cpu",
+        ).fit(embeddings)
+    with pytest.raises(ValueError, match="X has 32 features but the prompt embeddings "
+                                         "have 16"):
+        ZeroShotClassifier(scored_model_dir, prompts=np.ones((14, 16)), device="cpu").fit(
+            embeddings
+        )
+    with pytest.raises(ValueError, match="prompts contains NaN"):
+        ZeroShotClassifier(
+            scored_model_dir, prompts=np.full((14, 32), np.nan), device="cpu"
+        ).fit(embeddings)

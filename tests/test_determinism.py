@@ -138,7 +138,9 @@ def test_heads_trained_with_one_or_two_threads_agree_within_the_tolerance(cls, t
         head = cls(*args, hidden_sizes=(64, 32), max_epochs=30, random_state=0, device="cpu")
         proba.append(head.fit(X, Y).predict_proba(X))
     assert np.abs(proba[0] - proba[1]).max() < THREAD_TOLERANCE
-    np.testing.assert_array_equal(proba[0] >= 0.5, proba[1] >= 0.5)
+    # A 0/1 prediction can only change where the probability is that close to 0.5.
+    flipped = (proba[0] >= 0.5) != (proba[1] >= 0.5)
+    assert (np.abs(proba[0][flipped] - 0.5) < THREAD_TOLERANCE).all()
 
 
 def test_embeddings_with_one_or_two_threads_agree_to_float32_rounding(

@@ -35,10 +35,8 @@ import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 
 from .cache import EmbeddingCache, ReadOnlyCacheError
-from .images import ImageReadError
+from .images import ImageReadError, _describe
 
-# Keys looked up in one query to the cache.
-_LOOKUP_BLOCK = 4096
 # chunk_size=None: about this many chunks per worker (so that a slow worker
 # holds up little at the end), of at most _MAX_AUTO_CHUNK images each.
 _CHUNKS_PER_WORKER = 4
@@ -196,12 +194,9 @@ def _plan_with_cache(embedder, items, cache, namespace, out):
             continue
         if key is not None:
             first[key] = index
-    unique = list(first)
-    for start in range(0, len(unique), _LOOKUP_BLOCK):
-        found = cache.get_many(unique[start : start + _LOOKUP_BLOCK])
-        for key, vector in found.items():
-            out[first[key]] = vector
-            plan.hits.add(first[key])
+    for key, vector in cache.get_many(list(first)).items():  # it queries in blocks
+        out[first[key]] = vector
+        plan.hits.add(first[key])
     plan.todo = [
         index for index in range(plan.stop)
         if index not in plan.errors and index not in plan.hits
@@ -217,12 +212,11 @@ def embed_in_chunks(embedder, items):
     array (same order, same values when every worker runs the same device
     and precision as the local run would).
     """
-    from tqdm.auto import tqdm
-
     from .embedders import (
         EmbeddingWarning,
-        _describe,
         _failure_message,
+        _normalized,
+        _progress_bar,
         _read_only_message,
         _unstored_message,
         _warn_rejected,
@@ -261,10 +255,7 @@ def embed_in_chunks(embedder, items):
 
         size = _chunk_length(embedder, len(plan.todo))
         chunks = [plan.todo[start : start + size] for start in range(0, len(plan.todo), size)]
-        bar = tqdm(
-            total=n_items, desc="Embedding images", unit="img",
-            disable=None if embedder.progress is None else not embedder.progress,
-        )
+        bar = _progress_bar(embedder.progress, n_items)
         n_embedded = 0
         stream = _run_chunks(embedder, params, items, chunks, use_cache)
         with closing(stream), bar:
@@ -325,10 +316,7 @@ def embed_in_chunks(embedder, items):
                       stacklevel=3)
     if n_unstored:
         warnings.warn(_unstored_message(cache, n_unstored), EmbeddingWarning, stacklevel=3)
-    if embedder.normalize:
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        out /= np.maximum(norms, 1e-12)  # as the local run
-    return out
+    return _normalized(out, embedder.normalize)
 
 
 def _run_chunks(embedder, params, items, chunks, with_namespace):

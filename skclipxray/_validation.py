@@ -4,7 +4,8 @@ Parameters whose check is a type or a range are declared in each
 estimator's ``_parameter_constraints`` and checked by scikit-learn when
 ``fit`` starts. What such a declaration cannot say is checked here, once for
 every caller: label matrices and scores, thresholds (one or one per label),
-label names, prompt templates and layer sizes. Each check names the culprit:
+label names, prompt templates, layer sizes and the input names given
+to ``get_feature_names_out``. Each check names the culprit:
 the argument, and the row, column or item at fault.
 """
 
@@ -19,6 +20,7 @@ from .labels import NIH_PATHOLOGIES
 
 __all__ = [
     "check_hidden_sizes",
+    "check_input_features",
     "check_label_matrix",
     "check_labels",
     "check_multilabel_indicator",
@@ -247,3 +249,21 @@ def check_hidden_sizes(value, name="hidden_sizes"):
     if not all(isinstance(size, numbers.Integral) and size >= 1 for size in sizes):
         raise ValueError(f"{name}={value!r} must hold positive integers.")
     return tuple(int(size) for size in sizes)
+
+
+def check_input_features(input_features, what="images"):
+    """Check the ``input_features`` of a ``get_feature_names_out`` whose input is one column.
+
+    The embedders take one column (of images, of label names), so that the
+    names of their outputs do not depend on the input's: ``input_features``
+    is ``None`` or one name, as a
+    :class:`~sklearn.compose.ColumnTransformer` passes for one column.
+    """
+    if input_features is None:
+        return
+    names = np.asarray(input_features, dtype=object)
+    if names.ndim != 1 or len(names) != 1:
+        raise ValueError(
+            f"input_features should be None or the name of the one column of "
+            f"{what} transformed, got {input_features!r}."
+        )

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import numbers
 import os
 import threading
 import warnings
@@ -13,22 +12,26 @@ from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
+from numbers import Integral, Real
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel
+from joblib import effective_n_jobs
 from PIL import Image
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.preprocessing import normalize as _l2_normalize
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbone import COMPILE_MODES, DEFAULT_MODEL, checkpoint_info, load_backbone
 from ._quantize import QUANTIZE_MODES, quantization_identity
+from ._validation import check_input_features
 from .cache import EmbeddingCache, ReadOnlyCacheError
 from .images import (
     DEFAULT_MAX_FILE_SIZE,
     ImageReadError,
-    _check_max_file_size,
+    _describe,
     read_file_bytes,
     read_image,
 )
@@ -271,8 +274,8 @@ class _PilPreprocessor:
     image, resizes it with PIL, then rescales and normalises in float64 and
     float32. Resizing the RGB image directly and mapping its uint8 values
     through a 256-entry table computed with the same operations gives
-    bit-identical pixels at about half the CPU time, which matters on GPUs,
-    where preprocessing is the bottleneck.
+    bit-identical pixels for less CPU time, which matters on GPUs, where
+    preprocessing is the bottleneck.
     """
 
     def __init__(self, processor):
@@ -322,12 +325,6 @@ def _preprocessor(backbone):
         with _KEYS_LOCK:
             _PREPROCESSORS[backbone] = found
     return found
-
-
-def _describe(item):
-    if isinstance(item, (str, PathLike)):
-        return repr(os.fspath(item))
-    return f"<{type(item).__name__}>"
 
 
 @dataclass
@@ -384,12 +381,12 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
     dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
         Precision of the vision tower; embeddings are always returned as
         float32. ``"auto"`` is float32 on the CPU and half precision on GPUs.
-        See Notes for measured speed-ups.
+        See Notes for the trade-off.
     batch_size : int, default=16
-        Images per forward pass. Large batches keep a GPU busy; on a CPU a
+        Images per forward pass. Large batches keep a GPU busy. On a CPU a
         512 px checkpoint already gives each matrix product 1,024 rows per
-        image: on a 2-core CPU with XraySigLIP's architecture, batches of 1
-        ran 10% faster end to end than batches of 16 (and of 2, 7%).
+        image, so larger batches gain nothing and small ones (even 1) can
+        run a little faster, as they stay in the processor's caches.
     num_workers : int, default=2
         Threads reading and preprocessing the next batches while the model
         runs the current one. ``0`` reads in the calling thread.
@@ -430,9 +427,9 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         loaded checkpoint and mode, on the first batch (which then takes much
         longer). ``True`` uses torch's default mode; a string names the mode:
         ``"max-autotune"`` times several kernels for each matrix product
-        during compilation (20 to 30 s on a 2-core CPU) and runs fastest,
+        during compilation, so it compiles longest and runs fastest;
         ``"reduce-overhead"`` and ``"max-autotune-no-cudagraphs"`` are the
-        others.
+        others. Worth it for runs long enough to repay the compilation.
     quantize : {None, "int8"}, default=None
         ``"int8"``: run the vision tower's linear layers in int8 (weights
         quantized per output channel, inputs per token, on the fly, by
@@ -440,8 +437,8 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         everything else stay in ``dtype``. It needs ``compile`` (eager int8
         runs slower than float32) and torchao (``pip install
         'skclipxray[int8]'``). Meant for CPUs without bfloat16 units: see
-        Notes for its speed and its agreement with float32, and check that
-        agreement on your own images before relying on it. Quantized
+        Notes for what it trades, and check its agreement with float32 on
+        your own images before relying on it. Quantized
         embeddings have their own namespace in the cache.
     n_jobs : int or None, default=None
         Jobs embedding chunks of images in parallel, through joblib.
@@ -482,27 +479,19 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
 
     Notes
     -----
-    Speed, measured with the XraySigLIP architecture (ViT-B/16 at 512 px,
-    216 GFLOP per image) on real 1024 px radiographs, see
-    ``benchmarks/results/embedding.md``:
+    Choosing the precision and the execution (measured figures, by machine,
+    are in ``benchmarks/results/embedding.md``):
 
-    * On a 2-core Xeon CPU (AVX-512, no bfloat16 units), float32 runs at about
-      1 image/s, about two thirds of the machine's float32 matrix-multiply
-      peak; reading and preprocessing are hidden (end to end is within 3% of
-      the model alone). ``compile="max-autotune"`` adds about 15% (77% of
-      the peak), after a compilation of 20 to 30 s. bfloat16 is 3.5 to 4
-      times *slower* there, as such CPUs emulate it, hence float32 for
-      ``dtype="auto"`` on the CPU; CPUs with AMX or AVX512-BF16 units run
-      bfloat16 about twice as fast as float32. The cosine between bfloat16
-      and float32 embeddings was 0.99997.
-    * On that CPU (AVX-512 VNNI), ``compile=True, quantize="int8"`` ran the
-      model 1.97x faster than float32, and end to end 1.86x faster than a
-      plain loop over the checkpoint's processor and model, after a
-      compilation of about 35 s. Its embeddings are close to float32, not
-      equal: a cosine of 0.9999 with random weights, but trained weights
-      cost int8 more (0.995 at worst, 0.997 on average, on a trained text
-      transformer quantized the same way). Fit and predict with the same
-      setting.
+    * On a CPU, float32 is the default: CPUs without bfloat16 units (no AMX
+      or AVX512-BF16) emulate bfloat16 and run it several times slower,
+      while those with such units run it faster than float32. Reading and
+      preprocessing run in threads beside the model and are hidden behind
+      it. bfloat16 embeddings are very close to float32's, not equal.
+    * ``compile`` runs faster after a one-off compilation on the first
+      batch; ``compile=True, quantize="int8"`` runs faster still on CPUs
+      with int8 dot-product instructions (VNNI). int8 embeddings are close
+      to float32's, not equal, and trained weights lose more to it than
+      random ones: fit and predict with the same setting.
     * On GPUs, ``"auto"`` picks bfloat16 (float16 where bfloat16 is not
       supported); use large batches and as many ``num_workers`` as there are
       CPU cores, since decoding becomes the bottleneck.
@@ -570,6 +559,31 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.chunk_size = chunk_size
 
+    _parameter_constraints: dict = {
+        "model": [str, PathLike],
+        # A name or a torch device and dtype: checkpoint_info checks them and
+        # says which it knows.
+        "device": "no_validation",
+        "dtype": "no_validation",
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "progress": [None, "boolean"],
+        "normalize": ["boolean"],
+        "cache": [None, str, PathLike],
+        "cache_timeout": [Interval(Real, 0, float("inf"), closed="left")],
+        "on_error": [StrOptions({"raise", "nan"})],
+        "max_file_size": [Interval(Integral, 1, None, closed="left")],
+        "compile": ["boolean", StrOptions(set(COMPILE_MODES))],
+        "quantize": [None, StrOptions(set(QUANTIZE_MODES))],
+        # joblib refuses n_jobs=0.
+        "n_jobs": [
+            None,
+            Interval(Integral, None, -1, closed="right"),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "chunk_size": [None, Interval(Integral, 1, None, closed="left")],
+    }
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
@@ -585,63 +599,14 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         return checkpoint_info(self.model, device=self.device, dtype=self.dtype)
 
     def _check_params(self):
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(
-                f"batch_size must be a positive integer, got {self.batch_size!r}."
-            )
-        if not isinstance(self.num_workers, (int, np.integer)) or self.num_workers < 0:
-            raise ValueError(
-                f"num_workers must be a non-negative integer, got {self.num_workers!r}."
-            )
-        if self.on_error not in ("raise", "nan"):
-            raise ValueError(
-                f"on_error must be 'raise' or 'nan', got {self.on_error!r}."
-            )
-        if self.cache is not None and not isinstance(self.cache, (str, PathLike)):
-            raise TypeError(
-                "cache must be the path of an SQLite file (str or path-like) or "
-                f"None, got {type(self.cache).__name__}."
-            )
-        if (
-            isinstance(self.cache_timeout, (bool, np.bool_))
-            or not isinstance(self.cache_timeout, numbers.Real)
-            or not 0 <= self.cache_timeout < float("inf")
-        ):
-            raise ValueError(
-                f"cache_timeout must be a number of seconds >= 0, got {self.cache_timeout!r}."
-            )
-        _check_max_file_size(self.max_file_size)
-        if not (
-            isinstance(self.compile, (bool, np.bool_))
-            or (isinstance(self.compile, str) and self.compile in COMPILE_MODES)
-        ):
-            raise ValueError(
-                f"compile must be True, False or one of {', '.join(map(repr, COMPILE_MODES))}; "
-                f"got {self.compile!r}."
-            )
-        if self.quantize is not None and self.quantize not in QUANTIZE_MODES:
-            raise ValueError(
-                f"quantize must be None or one of {', '.join(map(repr, QUANTIZE_MODES))}; "
-                f"got {self.quantize!r}."
-            )
+        """What the declared constraints cannot say: quantization needs compilation."""
         if self.quantize is not None and not self.compile:
             raise ValueError(
                 f"quantize={self.quantize!r} needs compile=True (or a compile mode): "
                 "run eagerly, int8 matrix products are slower than float32."
             )
-        if self.n_jobs is not None and (
-            not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs == 0
-        ):
-            raise ValueError(
-                f"n_jobs must be None or a non-zero integer, got {self.n_jobs!r}."
-            )
-        if self.chunk_size is not None and (
-            not isinstance(self.chunk_size, (int, np.integer)) or self.chunk_size < 1
-        ):
-            raise ValueError(
-                f"chunk_size must be None or a positive integer, got {self.chunk_size!r}."
-            )
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
         """Record the embedding size; no training happens, no image is read.
 
@@ -662,6 +627,8 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         ------
         ValueError
             If ``X`` and ``y`` have different lengths.
+        sklearn.utils._param_validation.InvalidParameterError
+            If a parameter has a value it cannot take (a ``ValueError``).
         """
         self._check_params()
         # Not a generator: transform still needs its items.
@@ -680,13 +647,22 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        input_features : ignored
+        input_features : array-like of str or None, default=None
+            The name of the input column (the images), as a
+            :class:`~sklearn.compose.ColumnTransformer` passes it: ``None``
+            or one name. It does not change the output names.
 
         Returns
         -------
         ndarray of str
+
+        Raises
+        ------
+        ValueError
+            If ``input_features`` does not name exactly one column.
         """
         check_is_fitted(self, "n_features_out_")
+        check_input_features(input_features)
         return np.asarray(
             [f"siglip{i}" for i in range(self.n_features_out_)], dtype=object
         )
@@ -725,13 +701,15 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
             a read-only cache; once if stored embeddings failed their
             integrity check and were embedded again.
         """
+        # No fit needed, so the parameters are checked here too.
+        self._validate_params()
         self._check_params()
         items = _as_items(X)
         if not items:
             raise ValueError("X is empty: there are no images to embed.")
         # joblib's reading of n_jobs=None: 1, unless a parallel_config sets
         # n_jobs, or a backend whose default is all its workers (Dask's).
-        if Parallel(n_jobs=self.n_jobs).n_jobs != 1:
+        if effective_n_jobs(self.n_jobs) != 1:
             from ._parallel import embed_in_chunks
 
             return embed_in_chunks(self, items)
@@ -830,7 +808,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         self.n_embedded_ = 0
         self.n_cached_ = len(plan.hits) + len(plan.repeats)
         self.read_errors_ = {}
-        return self._normalized(out)
+        return _normalized(out, self.normalize)
 
     # Running --------------------------------------------------------------------
 
@@ -855,16 +833,11 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
             return features.pooler_output[:n_images].float().cpu().numpy()
 
     def _embed(self, items, checkpoint, *, cache, namespace):
-        from tqdm.auto import tqdm
-
         out = np.full((len(items), checkpoint.embedding_dim), np.nan, dtype=np.float32)
         run = _Run(self, out, cache, namespace)
         n_rejected = 0 if cache is None else cache.n_rejected
         stream = self._prepared_items(checkpoint, items, cache, namespace)
-        bar = tqdm(
-            stream, total=len(items), desc="Embedding images", unit="img",
-            disable=None if self.progress is None else not self.progress,
-        )
+        bar = _progress_bar(self.progress, len(items), stream)
         with closing(stream), bar:
             for index, prepared in bar:
                 if prepared.error is not None:
@@ -889,13 +862,28 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
                           stacklevel=3)
         if cache is not None:
             _warn_rejected(cache, cache.n_rejected - n_rejected, stored=run.store)
-        return self._normalized(out)
+        return _normalized(out, self.normalize)
 
-    def _normalized(self, out):
-        if self.normalize:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out /= np.maximum(norms, 1e-12)  # torch.nn.functional.normalize's eps
-        return out
+
+def _progress_bar(progress, total, iterable=None):
+    """The progress bar over the images of one call; ``progress=None``: terminals only."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        iterable, total=total, desc="Embedding images", unit="img",
+        disable=None if progress is None else not progress,
+    )
+
+
+def _normalized(out, normalize):
+    """``out``, with each row L2-normalised in place if ``normalize``; NaN rows stay NaN."""
+    if normalize:
+        finite = ~np.isnan(out).any(axis=1)
+        if finite.all():
+            _l2_normalize(out, copy=False)
+        elif finite.any():
+            out[finite] = _l2_normalize(out[finite], copy=False)
+    return out
 
 
 class _Run:

@@ -20,7 +20,7 @@ from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbone import DEFAULT_MODEL, load_backbone
-from ._validation import check_labels, check_templates
+from ._validation import check_input_features, check_labels, check_templates
 from .labels import label_to_phrase
 
 __all__ = [
@@ -307,13 +307,22 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        input_features : ignored
+        input_features : array-like of str or None, default=None
+            The name of the input column (the label names), as a
+            :class:`~sklearn.compose.ColumnTransformer` passes it: ``None``
+            or one name. It does not change the output names.
 
         Returns
         -------
         ndarray of str
+
+        Raises
+        ------
+        ValueError
+            If ``input_features`` does not name exactly one column.
         """
         check_is_fitted(self, "n_features_out_")
+        check_input_features(input_features, "label names")
         return np.asarray(
             [f"prompt{i}" for i in range(self.n_features_out_)], dtype=object
         )

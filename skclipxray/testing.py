@@ -54,7 +54,6 @@ def make_tiny_siglip(
     image_size=32,
     patch_size=8,
     hidden_size=32,
-    projection_size=None,
     num_hidden_layers=2,
     num_attention_heads=2,
     max_text_length=16,
@@ -78,9 +77,6 @@ def make_tiny_siglip(
         Side of a ViT patch; must divide ``image_size``.
     hidden_size : int, default=32
         Width of both towers, which is also the embedding size.
-    projection_size : int, optional
-        Unused by SigLIP (its towers share ``hidden_size``); kept for symmetry
-        with CLIP-style configs and must be ``None``.
     num_hidden_layers : int, default=2
         Transformer layers in each tower.
     num_attention_heads : int, default=2
@@ -112,8 +108,6 @@ def make_tiny_siglip(
     )
     from transformers.utils import logging as transformers_logging
 
-    if projection_size is not None:
-        raise ValueError("SigLIP has no projection layer; leave projection_size=None.")
     if image_size % patch_size:
         raise ValueError(
             f"patch_size={patch_size} must divide image_size={image_size}."

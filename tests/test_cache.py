@@ -20,6 +20,7 @@ from PIL import Image
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.pipeline import Pipeline
 
 from skclipxray import load_backbone
@@ -571,12 +572,20 @@ def test_on_error_raise_keeps_what_came_before(tiny_model_dir, pngs, tmp_path):
 
 
 def test_bad_cache_and_on_error_parameters(tiny_model_dir, pngs, tmp_path):
-    with pytest.raises(ValueError, match="on_error must be 'raise' or 'nan'"):
+    # The options of a StrOptions are listed in set order: not matched.
+    with pytest.raises(InvalidParameterError, match=re.escape(
+            "The 'on_error' parameter of SigLIPImageEmbedder must be a str among {")
+            + ".*" + re.escape("}. Got 'skip' instead.")):
         _embedder(tiny_model_dir, on_error="skip").fit(pngs)
-    with pytest.raises(TypeError, match="cache must be the path"):
+    with pytest.raises(InvalidParameterError, match=re.escape(
+            "The 'cache' parameter of SigLIPImageEmbedder must be None, an instance of "
+            "'str' or an instance of 'os.PathLike'. Got 42 instead.")):
         _embedder(tiny_model_dir, cache=42).fit(pngs)
-    with pytest.raises(ValueError, match="compile must be True, False or one of 'default'"):
-        _embedder(tiny_model_dir, compile="yes").fit(pngs)
+    with pytest.raises(InvalidParameterError, match=re.escape(
+            "The 'compile' parameter of SigLIPImageEmbedder must be an instance of "
+            "'bool' or an instance of 'numpy.bool' or a str among {")
+            + ".*'max-autotune'.*" + re.escape("}. Got 'yes' instead.")):
+        _embedder(tiny_model_dir, compile="yes").transform(pngs[:1])
     with pytest.raises(EmbeddingCacheError, match="is a directory"):
         _embedder(tiny_model_dir, cache=tmp_path).fit_transform(pngs[:1])
 

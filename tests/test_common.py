@@ -5,14 +5,21 @@ only for checks that genuinely cannot apply, an entry with the reason to
 ``EXPECTED_FAILED_CHECKS``. Estimators that read a checkpoint name
 ``CHECKPOINT``: each test points them to the tiny checkpoint of the session.
 
-:class:`~skclipxray.SigLIPImageEmbedder` is not covered yet: its ``transform``
-records a report of the call in attributes, which the checks refuse.
+The embedders take a collection of images or of label names, not a numeric
+matrix (their ``input_tags.two_d_array`` is False): ``parametrize_with_checks``
+yields no check for them, since every check that needs data feeds a numeric
+matrix, so they get the checks that need no data and the parameter
+validation check, and their behaviour on their own input is tested in their
+own test modules.
 """
 
+import numpy as np
 import pytest
 from sklearn.utils import estimator_checks
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from skclipxray import SigLIPImageEmbedder
 from skclipxray.classifiers import (
     BaselineClassifier,
     ConcatFusionClassifier,
@@ -109,12 +116,20 @@ def test_sklearn_compatible_estimator(estimator, check, tiny_model_dir):
     check(_with_checkpoint(estimator, tiny_model_dir))
 
 
-#: Transformers of label names. scikit-learn's checks feed them numeric
-#: matrices, which they do not take (``input_tags.two_d_array`` is False, so
-#: ``parametrize_with_checks`` yields no check for them): they get the checks
-#: that need no data. Their behaviour on label names is tested in their own
-#: test modules.
-LABEL_TRANSFORMERS = [PromptEnsembleEmbedder(CHECKPOINT, device="cpu")]
+#: Transformers of images or label names. scikit-learn's checks feed them
+#: numeric matrices, which they do not take (``input_tags.two_d_array`` is
+#: False, so ``parametrize_with_checks`` yields no check for them): they get
+#: the checks that need no data.
+#:
+#: SigLIPImageEmbedder's ``transform`` records a report of the call
+#: (``n_embedded_``, ``n_cached_``, ``read_errors_``, ``cache_namespace_``),
+#: documented public attributes that the checks on data would refuse
+#: (``check_dict_unchanged``); none of those checks can run on images, and
+#: the checks that run here pass with them.
+EMBEDDERS = [
+    PromptEnsembleEmbedder(CHECKPOINT, device="cpu"),
+    SigLIPImageEmbedder(CHECKPOINT, device="cpu", progress=False),
+]
 
 CHECKS_WITHOUT_DATA = [
     "check_do_not_raise_errors_in_init_or_set_params",
@@ -131,17 +146,28 @@ CHECKS_WITHOUT_DATA = [
 
 
 @pytest.mark.parametrize("check", CHECKS_WITHOUT_DATA)
-@pytest.mark.parametrize("estimator", LABEL_TRANSFORMERS, ids=lambda e: type(e).__name__)
-def test_label_transformers_pass_the_checks_that_need_no_data(estimator, check, tiny_model_dir):
+@pytest.mark.parametrize("estimator", EMBEDDERS, ids=lambda e: type(e).__name__)
+def test_embedders_pass_the_checks_that_need_no_data(estimator, check, tiny_model_dir):
     estimator = _with_checkpoint(estimator, tiny_model_dir)
     getattr(estimator_checks, check)(type(estimator).__name__, estimator)
 
 
 @pytest.mark.parametrize(
-    "estimator", ESTIMATORS + LABEL_TRANSFORMERS, ids=lambda e: type(e).__name__
+    "estimator", ESTIMATORS + EMBEDDERS, ids=lambda e: type(e).__name__
 )
 def test_every_parameter_is_validated_before_fitting(estimator, tiny_model_dir):
     """Each parameter has a constraint, and a bad value stops ``fit`` at once
     with scikit-learn's InvalidParameterError naming it."""
     estimator = _with_checkpoint(estimator, tiny_model_dir)
     estimator_checks.check_param_validation(type(estimator).__name__, estimator)
+
+
+def test_the_image_embedder_validates_its_parameters_in_transform(tiny_model_dir):
+    """``transform`` needs no ``fit``, so it checks the parameters as ``fit`` does."""
+    embedder = SigLIPImageEmbedder(str(tiny_model_dir), device="cpu", progress=False)
+    embedder.set_params(batch_size=type("BadType", (), {})())
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"The 'batch_size' parameter of SigLIPImageEmbedder must be .* Got .* instead.",
+    ):
+        embedder.transform([np.zeros((8, 8), dtype=np.uint8)])

@@ -15,6 +15,7 @@ import pytest
 from dask.distributed import Client, LocalCluster
 from PIL import Image
 from sklearn.model_selection import GridSearchCV
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.pipeline import Pipeline
 
 import skclipxray.embedders
@@ -254,11 +255,14 @@ def test_chunks_are_whole_batches(tiny_model_dir, pngs, monkeypatch, chunk_size,
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"n_jobs": 0}, "n_jobs must be None or a non-zero integer, got 0"),
-        ({"n_jobs": 1.5}, "n_jobs must be None or a non-zero integer, got 1.5"),
-        ({"chunk_size": 0}, "chunk_size must be None or a positive integer, got 0"),
+        ({"n_jobs": 0}, "The 'n_jobs' parameter of SigLIPImageEmbedder must be None, an "
+         "int in the range (-inf, -1] or an int in the range [1, inf). Got 0 instead."),
+        ({"n_jobs": 1.5}, "The 'n_jobs' parameter of SigLIPImageEmbedder must be None, an "
+         "int in the range (-inf, -1] or an int in the range [1, inf). Got 1.5 instead."),
+        ({"chunk_size": 0}, "The 'chunk_size' parameter of SigLIPImageEmbedder must be "
+         "None or an int in the range [1, inf). Got 0 instead."),
     ],
 )
 def test_bad_parallel_parameters(tiny_model_dir, pngs, params, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(InvalidParameterError, match=re.escape(message)):
         _embedder(tiny_model_dir, **params).transform(pngs[:1])

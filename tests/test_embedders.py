@@ -12,6 +12,7 @@ from PIL import Image
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import InvalidParameterError
 
 from skclipxray import SigLIPImageEmbedder, load_backbone
 from skclipxray.images import ImageReadError
@@ -95,6 +96,44 @@ def test_normalize_gives_unit_vectors_in_the_same_direction(embedder, png_paths)
     np.testing.assert_allclose(
         unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-5, atol=1e-6
     )
+
+
+def test_normalize_leaves_the_rows_of_unreadable_images_nan(embedder, png_paths, tmp_path):
+    X = [png_paths[0], str(tmp_path / "missing.png"), png_paths[1]]
+    raw = embedder.fit_transform([png_paths[0], png_paths[1]])
+    unit = clone(embedder).set_params(normalize=True, on_error="nan")
+    with pytest.warns(UserWarning, match="1 of 3 images could not be read"):
+        out = unit.fit_transform(X)
+    assert np.isnan(out[1]).all()
+    np.testing.assert_allclose(
+        out[[0, 2]], raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_feature_names_take_the_one_input_column(embedder, png_paths):
+    embedder.fit(png_paths)
+    expected = [f"siglip{i}" for i in range(32)]
+    assert list(embedder.get_feature_names_out()) == expected
+    assert list(embedder.get_feature_names_out(["path"])) == expected
+    for bad in (["path", "other"], [], "path"):
+        with pytest.raises(ValueError, match=re.escape(
+                "input_features should be None or the name of the one column of "
+                f"images transformed, got {bad!r}.")):
+            embedder.get_feature_names_out(bad)
+
+
+def test_column_transformer_names_the_embedding_columns(tiny_model_dir, png_paths):
+    from sklearn.compose import ColumnTransformer
+
+    frame = pd.DataFrame({"path": [str(p) for p in png_paths[:2]], "age": [40, 50]})
+    columns = ColumnTransformer([
+        ("image", SigLIPImageEmbedder(tiny_model_dir, device="cpu", progress=False), ["path"]),
+        ("age", "passthrough", ["age"]),
+    ])
+    assert columns.fit_transform(frame).shape == (2, 33)
+    names = columns.get_feature_names_out()
+    assert list(names[:2]) == ["image__siglip0", "image__siglip1"]
+    assert names[-1] == "age__age"
 
 
 def test_monochrome1_embeds_like_its_inverted_twin(embedder, data_dir):
@@ -211,9 +250,13 @@ def test_bad_item_names_index_and_path(embedder, png_paths, tmp_path):
 
 
 def test_bad_parameters(tiny_model_dir, png_paths):
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(InvalidParameterError, match=re.escape(
+            "The 'batch_size' parameter of SigLIPImageEmbedder must be an int in the "
+            "range [1, inf). Got 0 instead.")):
         SigLIPImageEmbedder(tiny_model_dir, batch_size=0).fit(png_paths)
-    with pytest.raises(ValueError, match="num_workers"):
+    with pytest.raises(InvalidParameterError, match=re.escape(
+            "The 'num_workers' parameter of SigLIPImageEmbedder must be an int in the "
+            "range [0, inf). Got -1 instead.")):
         SigLIPImageEmbedder(tiny_model_dir, num_workers=-1).fit(png_paths)
     with pytest.raises(ValueError, match="CUDA is not available|only"):
         SigLIPImageEmbedder(tiny_model_dir, device="cuda:3").fit(png_paths)

@@ -1,6 +1,7 @@
 """PromptEnsembleEmbedder against transformers' text tower; caching, contracts."""
 
 import pickle
+import re
 
 import numpy as np
 import pandas as pd
@@ -151,6 +152,11 @@ def test_outputs_feature_names_pandas_and_mega_vector(tiny_model_dir):
 
     names = embedder.get_feature_names_out()
     assert list(names[:2]) == ["prompt0", "prompt1"] and len(names) == 32
+    assert list(embedder.get_feature_names_out(["label"])) == list(names)
+    with pytest.raises(ValueError, match=re.escape(
+            "input_features should be None or the name of the one column of label "
+            "names transformed, got ['a', 'b'].")):
+        embedder.get_feature_names_out(["a", "b"])
 
     mega = embedder.mega_vector_
     assert mega.shape == (14 * 32,) and mega.dtype == np.float32

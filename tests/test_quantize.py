@@ -135,7 +135,9 @@ def test_int8_embeddings_have_their_own_cache_namespace(
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"quantize": "int4", "compile": True}, "quantize must be None or one of 'int8'; got 'int4'"),
+        ({"quantize": "int4", "compile": True},
+         r"The 'quantize' parameter of SigLIPImageEmbedder must be None or a str among "
+         r"\{'int8'\}\. Got 'int4' instead\."),
         ({"quantize": "int8"}, r"quantize='int8' needs compile=True \(or a compile mode\)"),
     ],
 )

@@ -24,6 +24,7 @@ import joblib
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.utils._param_validation import InvalidParameterError
 
 import skclipxray.embedders
 from skclipxray import SigLIPImageEmbedder, load_backbone
@@ -239,12 +240,20 @@ def test_a_file_larger_than_its_stat_size_is_cut_at_the_limit():
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "1GB", True, None])
-def test_bad_max_file_size(tiny_model_dir, pngs, value):
+def test_bad_max_file_size(pngs, value):
     message = re.escape(f"max_file_size must be a positive number of bytes, got {value!r}.")
     with pytest.raises(ValueError, match=message):
         read_image(pngs[0], max_file_size=value)
-    with pytest.raises(ValueError, match=message):
-        _embedder(tiny_model_dir, max_file_size=value).fit()
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "1GB", None])
+def test_bad_max_file_size_of_the_embedder(tiny_model_dir, pngs, value):
+    message = re.escape(
+        "The 'max_file_size' parameter of SigLIPImageEmbedder must be an int in the "
+        f"range [1, inf). Got {value!r} instead.")
+    for call in ("fit", "transform"):  # transform needs no fit: it checks too
+        with pytest.raises(InvalidParameterError, match=message):
+            getattr(_embedder(tiny_model_dir, max_file_size=value), call)(pngs[:1])
 
 
 def test_max_file_size_does_not_change_the_cache_namespace(tiny_model_dir, pngs, tmp_path):
@@ -495,6 +504,26 @@ def test_a_read_only_cache_serves_its_hits(tiny_model_dir, pngs, tmp_path, monke
     assert _n_rows(cache) == 3
 
 
+@posix_only
+def test_an_item_is_described_alike_in_every_message(tiny_model_dir, pngs, tmp_path, unwritable):
+    cache = tmp_path / "cache.sqlite"
+    _embedder(tiny_model_dir, cache=cache).transform(pngs[:1])
+    image = np.zeros((8, 8), dtype=np.uint8)
+    described = "X[1] <numpy.ndarray shape=(8, 8) dtype=uint8>"
+    with unwritable(cache), pytest.raises(ReadOnlyCacheError, match=re.escape(
+            f"(the first: {described})")):
+        _embedder(tiny_model_dir, cache=cache).transform([pngs[0], image])
+    # A path with a quote is quoted as the reader quotes it.
+    quoted = tmp_path / "it's.png"
+    Image.fromarray(image).save(quoted)
+    with unwritable(cache), pytest.raises(ReadOnlyCacheError, match=re.escape(
+            f"(the first: X[0] '{quoted}')")):
+        _embedder(tiny_model_dir, cache=cache).transform([quoted])
+    missing = tmp_path / "isn't.png"
+    with pytest.raises(ImageReadError, match=re.escape(f"X[0] '{missing}': ")):
+        _embedder(tiny_model_dir, cache=cache).transform([missing])
+
+
 # Damaged rows and locks ----------------------------------------------------------------
 
 
@@ -538,10 +567,11 @@ def test_cache_timeout_bounds_the_wait_for_a_lock(tiny_model_dir, pngs, tmp_path
         holder.close()
 
 
-@pytest.mark.parametrize("value", [-1, float("inf"), "60", True])
+@pytest.mark.parametrize("value", [-1, float("inf"), "60"])
 def test_bad_cache_timeout(tiny_model_dir, value):
-    with pytest.raises(ValueError, match=re.escape(
-            f"cache_timeout must be a number of seconds >= 0, got {value!r}.")):
+    with pytest.raises(InvalidParameterError, match=re.escape(
+            "The 'cache_timeout' parameter of SigLIPImageEmbedder must be a float in "
+            f"the range [0.0, inf). Got {value!r} instead.")):
         _embedder(tiny_model_dir, cache_timeout=value).fit()
 
 

@@ -141,10 +141,10 @@ def naive_loop(processor, model, paths, device):
 def pre_decoded_batches(backbone, paths, batch_size):
     import torch
 
-    from skclipxray.embedders import _preprocessor
+    from skclipxray._preprocessing import preprocessor
     from skclipxray.images import read_image
 
-    preprocess = _preprocessor(backbone)
+    preprocess = preprocessor(backbone)
     pixels = np.stack([preprocess(read_image(p)) for p in paths])
     return [
         torch.from_numpy(pixels[i : i + batch_size]).to(backbone.device, backbone.dtype)

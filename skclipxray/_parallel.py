@@ -34,6 +34,7 @@ from functools import partial
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 
+from ._keys import cache_namespace, load_item
 from .cache import EmbeddingCache, ReadOnlyCacheError
 from .images import ImageReadError, _describe
 
@@ -63,10 +64,10 @@ def _worker_params(embedder):
 
 def _describe_checkpoint(params, with_namespace):
     """Task: the embedding size and cache namespace of the checkpoint, on a worker."""
-    from .embedders import SigLIPImageEmbedder, _cache_namespace
+    from .embedders import SigLIPImageEmbedder
 
     checkpoint = SigLIPImageEmbedder(**params)._checkpoint()  # no weights
-    namespace = _cache_namespace(checkpoint, params["quantize"]) if with_namespace else None
+    namespace = cache_namespace(checkpoint, params["quantize"]) if with_namespace else None
     return checkpoint.embedding_dim, namespace
 
 
@@ -90,11 +91,11 @@ def _embed_chunk(params, indices, items, with_namespace):
     -------
     _ChunkResult
     """
-    from .embedders import SigLIPImageEmbedder, _cache_namespace
+    from .embedders import SigLIPImageEmbedder
 
     embedder = SigLIPImageEmbedder(**params)
     checkpoint = embedder._checkpoint()
-    namespace = _cache_namespace(checkpoint, embedder.quantize) if with_namespace else None
+    namespace = cache_namespace(checkpoint, embedder.quantize) if with_namespace else None
     vectors = np.full((len(items), checkpoint.embedding_dim), np.nan, dtype=np.float32)
     keys, stamps = [None] * len(items), [None] * len(items)
     errors = {}
@@ -128,10 +129,8 @@ def _embed_chunk(params, indices, items, with_namespace):
 
 def _key_or_error(namespace, max_file_size, index, item):
     """(key, path, stamp, None), or (None, None, None, message) if unreadable."""
-    from .embedders import _load_item
-
     try:
-        _, key, path, stamp = _load_item(item, index, namespace, max_file_size)
+        _, key, path, stamp = load_item(item, index, namespace, max_file_size)
     except ImageReadError as exc:
         return None, None, None, str(exc)
     return key, path, stamp, None

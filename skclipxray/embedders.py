@@ -1,11 +1,7 @@
 """Image embeddings from a frozen SigLIP vision tower, as a scikit-learn transformer."""
 
-import hashlib
-import json
 import os
-import threading
 import warnings
-import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -14,25 +10,24 @@ from functools import partial
 from itertools import islice
 from numbers import Integral, Real
 from os import PathLike
-from pathlib import Path
 
 import numpy as np
 from joblib import effective_n_jobs
-from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.preprocessing import normalize as _l2_normalize
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbone import COMPILE_MODES, DEFAULT_MODEL, checkpoint_info, load_backbone
-from ._quantize import QUANTIZE_MODES, quantization_identity
+from ._keys import cache_namespace, load_item
+from ._preprocessing import preprocessor
+from ._quantize import QUANTIZE_MODES
 from ._validation import check_input_features
 from .cache import EmbeddingCache, ReadOnlyCacheError
 from .images import (
     DEFAULT_MAX_FILE_SIZE,
     ImageReadError,
     _describe,
-    read_file_bytes,
     read_image,
 )
 
@@ -101,230 +96,6 @@ class EmbeddingWarning(UserWarning):
       ``n_rejected`` of :class:`~skclipxray.cache.EmbeddingCache`): they were
       not used, and their images were embedded again.
     """
-
-
-# Cache keys ----------------------------------------------------------------------
-
-#: Version of the pixels the reader and preprocessing produce; part of every
-#: cache key, so that a change in how images are decoded invalidates old entries.
-_READER_VERSION = 1
-
-_FILE_DIGESTS = {}
-_NAMESPACES = weakref.WeakKeyDictionary()
-_KEYS_LOCK = threading.Lock()
-
-
-def _file_digest(path):
-    """blake2b of a file's bytes, computed once per (path, size, mtime) in a process."""
-    stat = os.stat(path)
-    memo_key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    digest = _FILE_DIGESTS.get(memo_key)
-    if digest is None:
-        hasher = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 24):
-                hasher.update(chunk)
-        digest = _FILE_DIGESTS[memo_key] = hasher.hexdigest()
-    return digest
-
-
-def _folder_identity(folder):
-    """Content identity of a checkpoint folder: its config and weight files."""
-    hasher = hashlib.blake2b(digest_size=16)
-    config = folder / "config.json"
-    hasher.update(config.read_bytes() if config.is_file() else b"")
-    for weights in sorted(folder.glob("*.safetensors")):
-        hasher.update(f"\0{weights.name}\0{weights.stat().st_size}\0".encode())
-        hasher.update(_file_digest(weights).encode())
-    return hasher.hexdigest()
-
-
-def _checkpoint_identity(backbone):
-    """What makes this checkpoint's weights these weights, independent of where they lie."""
-    folder = Path(backbone.name)
-    if folder.is_dir():
-        return {"weights": _folder_identity(folder)}
-    # A hub id: hash the snapshot it was loaded from, found in the local HF cache.
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        config = try_to_load_from_cache(backbone.name, "config.json")
-    except Exception:  # an old or absent huggingface_hub: fall back to the id
-        config = None
-    identity = {"model": backbone.name}
-    if isinstance(config, str):
-        snapshot = Path(config).parent
-        identity.update(revision=snapshot.name, weights=_folder_identity(snapshot))
-    return identity
-
-
-def _cache_namespace(backbone, quantize=None):
-    """(name, info) of the cache namespace of a checkpoint, memoised.
-
-    The name hashes everything that changes an embedding besides the image:
-    the checkpoint's weights, the precision and quantization, the image
-    processor's configuration and the reader version. ``info`` is what it
-    stands for, stored in the cache for people to read. ``backbone`` is a
-    loaded :class:`~skclipxray._backbone.Backbone` or a
-    :class:`~skclipxray._backbone.CheckpointInfo`
-    (its ``name``, ``dtype`` and ``image_processor`` are all that is used):
-    both give the same name.
-    """
-    with _KEYS_LOCK:
-        found = _NAMESPACES.get(backbone, {}).get(quantize)
-    if found is not None:
-        return found
-    identity = {
-        "checkpoint": _checkpoint_identity(backbone),
-        "dtype": str(backbone.dtype).removeprefix("torch."),
-        "image_processor": json.loads(backbone.image_processor.to_json_string()),
-        "reader_version": _READER_VERSION,
-        "output": "vision_model.pooler_output",
-    }
-    info = {"model": backbone.name, "dtype": identity["dtype"]}
-    if quantize is not None:
-        # Only quantized namespaces say so: float ones keep their earlier names.
-        identity["quantization"] = quantization_identity(quantize)
-        info["quantize"] = quantize
-    text = json.dumps(identity, sort_keys=True)
-    name = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-    info["identity"] = text
-    with _KEYS_LOCK:
-        _NAMESPACES.setdefault(backbone, {})[quantize] = (name, info)
-    return name, info
-
-
-def _load_item(item, index, namespace=None, max_file_size=DEFAULT_MAX_FILE_SIZE):
-    """Read one item once: what to decode, and the cache key of that very content.
-
-    A file is read whole, once (:func:`~skclipxray.images.read_file_bytes`):
-    its key is the hash of those bytes, and the image is decoded from the
-    same bytes, so that a file replaced in between can never store one
-    content's embedding under another's key. PIL images are hashed by mode,
-    size and pixels, arrays by dtype, shape and values.
-
-    Parameters
-    ----------
-    item : path, PIL image, array or other
-    index : int
-        Position in X, for error messages.
-    namespace : str or None
-        The cache namespace; ``None``: no key is computed.
-    max_file_size : int
-
-    Returns
-    -------
-    source : FileBytes or the item
-        What :func:`~skclipxray.images.read_image` decodes.
-    key : bytes or None
-        ``None`` without a namespace, or for an item with no hashable content
-        (it is embedded, never cached).
-    path : str or None
-    stamp : (size, mtime_ns) or None
-        From the ``fstat`` of the file as it was read.
-
-    Raises
-    ------
-    ImageReadError
-        If a file cannot be read, or the item is of an unsupported type.
-    """
-    if isinstance(item, (str, PathLike)):
-        source = read_file_bytes(item, index=index, max_file_size=max_file_size)
-        stamp = (source.size, source.mtime_ns)
-        if namespace is None:
-            return source, None, source.path, stamp
-        hasher = hashlib.blake2b(namespace.encode(), digest_size=32)
-        hasher.update(b"\0file\0")
-        hasher.update(source.data)
-        return source, hasher.digest(), source.path, stamp
-    if isinstance(item, Image.Image):
-        if namespace is None:
-            return item, None, None, None
-        try:
-            pixels = item.tobytes()
-            palette = item.getpalette() if item.mode in ("P", "PA") else None
-        except Exception:
-            read_image(item, index=index)  # raises the reader's own message
-            return item, None, None, None
-        hasher = hashlib.blake2b(namespace.encode(), digest_size=32)
-        hasher.update(f"\0pil\0{item.mode}\0{item.size}\0".encode())
-        hasher.update(pixels)
-        if palette is not None:  # palette images: same indices, other colours
-            hasher.update(bytes(palette))
-        return item, hasher.digest(), None, None
-    if isinstance(item, np.ndarray) and not item.dtype.hasobject:
-        if namespace is None:
-            return item, None, None, None
-        array = np.ascontiguousarray(item)
-        hasher = hashlib.blake2b(namespace.encode(), digest_size=32)
-        hasher.update(f"\0array\0{array.dtype.str}\0{array.shape}\0".encode())
-        hasher.update(array.data)
-        return item, hasher.digest(), None, None
-    read_image(item, index=index)  # unsupported types raise here
-    return item, None, None, None
-
-
-# Preprocessing ---------------------------------------------------------------------
-
-
-class _PilPreprocessor:
-    """The arithmetic of a plain resize-rescale-normalise PIL image processor, faster.
-
-    transformers' PIL backend turns the image into an array, back into a PIL
-    image, resizes it with PIL, then rescales and normalises in float64 and
-    float32. Resizing the RGB image directly and mapping its uint8 values
-    through a 256-entry table computed with the same operations gives
-    bit-identical pixels for less CPU time, which matters on GPUs, where
-    preprocessing is the bottleneck.
-    """
-
-    def __init__(self, processor):
-        self.size = (processor.size.width, processor.size.height)
-        self.resample = int(processor.resample)
-        levels = (np.arange(256, dtype=np.float64) * processor.rescale_factor).astype(np.float32)
-        mean = np.broadcast_to(np.asarray(processor.image_mean, dtype=np.float32), 3)
-        std = np.broadcast_to(np.asarray(processor.image_std, dtype=np.float32), 3)
-        self.table = (levels[None, :] - mean[:, None]) / std[:, None]
-
-    @classmethod
-    def applies_to(cls, processor):
-        size = getattr(processor, "size", None)
-        return (
-            getattr(processor, "backend", None) == "pil"
-            and bool(getattr(processor, "do_resize", False))
-            and getattr(size, "height", None) is not None
-            and getattr(size, "width", None) is not None
-            and isinstance(getattr(processor, "resample", None), int)
-            and not getattr(processor, "do_center_crop", False)
-            and not getattr(processor, "do_pad", False)
-            and bool(getattr(processor, "do_rescale", False))
-            and bool(getattr(processor, "do_normalize", False))
-            and np.size(processor.image_mean) in (1, 3)
-            and np.size(processor.image_std) in (1, 3)
-        )
-
-    def __call__(self, image):
-        resized = np.asarray(image.resize(self.size, resample=self.resample))
-        return np.stack([self.table[c][resized[..., c]] for c in range(3)])
-
-
-_PREPROCESSORS = weakref.WeakKeyDictionary()
-
-
-def _preprocessor(backbone):
-    """A function from an RGB PIL image to the model's (3, H, W) float32 input."""
-    with _KEYS_LOCK:
-        found = _PREPROCESSORS.get(backbone)
-    if found is None:
-        processor = backbone.image_processor
-        if _PilPreprocessor.applies_to(processor):
-            found = _PilPreprocessor(processor)
-        else:
-            def found(image):
-                return processor(images=image, return_tensors="np")["pixel_values"][0]
-        with _KEYS_LOCK:
-            _PREPROCESSORS[backbone] = found
-    return found
 
 
 @dataclass
@@ -718,7 +489,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         if self.cache is None:
             self.cache_namespace_ = None
             return self._embed(items, checkpoint, cache=None, namespace=None)
-        namespace = _cache_namespace(checkpoint, self.quantize)
+        namespace = cache_namespace(checkpoint, self.quantize)
         self.cache_namespace_ = namespace[0]
         with EmbeddingCache(self.cache, timeout=self.cache_timeout) as cache:
             if cache.read_only and self.on_error == "raise":
@@ -735,7 +506,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         """
         prepared = _Prepared()
         try:
-            source, prepared.key, prepared.path, prepared.stamp = _load_item(
+            source, prepared.key, prepared.path, prepared.stamp = load_item(
                 item, index, None if namespace is None else namespace[0], self.max_file_size
             )
             if cache is not None and prepared.key is not None:
@@ -745,7 +516,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
             image = read_image(source, index=index, max_file_size=self.max_file_size)
             del source  # the file's bytes: not kept while the batch waits
             try:
-                prepared.pixels = _preprocessor(checkpoint)(image)
+                prepared.pixels = preprocessor(checkpoint)(image)
             except Exception as exc:  # the processor's own errors name no item
                 raise ImageReadError(
                     f"X[{index}] {_describe(item)}: the checkpoint's image "

@@ -218,10 +218,10 @@ def test_a_folder_as_x_says_how_to_list_its_images(embedder, tmp_path):
 
 
 def test_y_of_another_length_fails_before_any_image_is_read(embedder, tmp_path, monkeypatch):
-    import skclipxray.embedders
+    import skclipxray._keys
 
     read = []
-    monkeypatch.setattr(skclipxray.embedders, "read_file_bytes",
+    monkeypatch.setattr(skclipxray._keys, "read_file_bytes",
                         lambda *args, **kwargs: read.append(args))
     X = [tmp_path / f"missing_{i}.png" for i in range(3)]  # unreadable: a read would fail
     y = np.array([0, 1])
@@ -277,13 +277,13 @@ def test_pipeline_round_trips_through_joblib(tiny_model_dir, png_paths, tmp_path
 def test_fast_preprocessing_is_bit_identical_to_the_image_processor(
     tiny_model_dir, data_dir, png_paths
 ):
-    from skclipxray.embedders import _PilPreprocessor, _preprocessor
+    from skclipxray._preprocessing import PilPreprocessor, preprocessor
     from skclipxray.images import read_image
 
     backbone = load_backbone(tiny_model_dir, device="cpu")
     processor = backbone.image_processor
-    fast = _preprocessor(backbone)
-    assert isinstance(fast, _PilPreprocessor)
+    fast = preprocessor(backbone)
+    assert isinstance(fast, PilPreprocessor)
     rgba_1024 = data_dir / "real-cxr" / "00004934_000.png"
     for item in [rgba_1024, png_paths[3], np.arange(12, dtype=np.uint8).reshape(3, 4)]:
         image = read_image(item)
@@ -296,10 +296,10 @@ def test_fast_preprocessing_is_bit_identical_to_the_image_processor(
 def test_other_image_processors_are_used_as_they_are(tiny_model_dir):
     from transformers import AutoImageProcessor
 
-    from skclipxray.embedders import _PilPreprocessor
+    from skclipxray._preprocessing import PilPreprocessor
 
     processor = AutoImageProcessor.from_pretrained(tiny_model_dir)
-    assert _PilPreprocessor.applies_to(processor)
+    assert PilPreprocessor.applies_to(processor)
     for change in [{"do_center_crop": True}, {"do_normalize": False}, {"do_resize": False}]:
         other = AutoImageProcessor.from_pretrained(tiny_model_dir, **change)
-        assert not _PilPreprocessor.applies_to(other), change
+        assert not PilPreprocessor.applies_to(other), change

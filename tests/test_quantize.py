@@ -9,7 +9,8 @@ import torch
 from skclipxray import load_backbone
 from skclipxray._quantize import quantized_copy
 from skclipxray.cache import EmbeddingCache
-from skclipxray.embedders import SigLIPImageEmbedder, _cache_namespace
+from skclipxray._keys import cache_namespace
+from skclipxray.embedders import SigLIPImageEmbedder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -113,8 +114,8 @@ def test_int8_embeddings_have_their_own_cache_namespace(
     tiny_model_dir, images, tmp_path, eager_compile
 ):
     backbone = load_backbone(tiny_model_dir, device="cpu")
-    float_name, float_info = _cache_namespace(backbone)
-    int8_name, int8_info = _cache_namespace(backbone, "int8")
+    float_name, float_info = cache_namespace(backbone)
+    int8_name, int8_info = cache_namespace(backbone, "int8")
     assert int8_name != float_name
     assert int8_info["quantize"] == "int8" and "quantize" not in float_info
     assert '"scheme": "Int8DynamicActivationInt8WeightConfig"' in int8_info["identity"]

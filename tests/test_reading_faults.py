@@ -30,7 +30,8 @@ import skclipxray.embedders
 from skclipxray import SigLIPImageEmbedder, load_backbone
 from skclipxray._backbone import checkpoint_info
 from skclipxray.cache import EmbeddingCache, EmbeddingCacheError, ReadOnlyCacheError
-from skclipxray.embedders import EmbeddingWarning, _cache_namespace, _load_item
+from skclipxray._keys import cache_namespace, load_item
+from skclipxray.embedders import EmbeddingWarning
 from skclipxray.images import ImageReadError, read_file_bytes, read_image
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX special files")
@@ -419,7 +420,7 @@ def test_the_weight_free_namespace_is_that_of_the_loaded_model(tiny_model_dir, d
     checkpoint = checkpoint_info(tiny_model_dir, device="cpu", dtype=dtype)
     backbone = load_backbone(tiny_model_dir, device="cpu", dtype=dtype)
     assert checkpoint is not backbone and checkpoint.embedding_dim == backbone.embedding_dim
-    assert _cache_namespace(checkpoint, quantize) == _cache_namespace(backbone, quantize)
+    assert cache_namespace(checkpoint, quantize) == cache_namespace(backbone, quantize)
 
 
 def test_a_fully_cached_call_does_not_load_the_model(tiny_model_dir, pngs, tmp_path,
@@ -576,12 +577,12 @@ def test_bad_cache_timeout(tiny_model_dir, value):
 
 
 def test_the_loaded_item_key_is_the_hash_of_the_bytes_decoded(pngs, tiny_model_dir):
-    namespace = _cache_namespace(checkpoint_info(tiny_model_dir, device="cpu", dtype="auto"))[0]
-    source, key, path, stamp = _load_item(pngs[0], 0, namespace)
+    namespace = cache_namespace(checkpoint_info(tiny_model_dir, device="cpu", dtype="auto"))[0]
+    source, key, path, stamp = load_item(pngs[0], 0, namespace)
     info = os.stat(pngs[0])
     assert (path, stamp) == (pngs[0], (info.st_size, info.st_mtime_ns))
     with open(pngs[0], "rb") as fh:
         assert source.data == fh.read()
     assert key == _key_of(namespace, source.data)
-    assert _load_item(pngs[0], 0)[1] is None  # no namespace: no hash
+    assert load_item(pngs[0], 0)[1] is None  # no namespace: no hash
     np.testing.assert_array_equal(np.asarray(read_image(source)), np.asarray(read_image(pngs[0])))

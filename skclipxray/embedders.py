@@ -2,34 +2,30 @@
 
 import os
 import warnings
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
-from dataclasses import dataclass
-from functools import partial
-from itertools import islice
 from numbers import Integral, Real
 from os import PathLike
 
 import numpy as np
 from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.preprocessing import normalize as _l2_normalize
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import _parallel
 from ._backbone import COMPILE_MODES, DEFAULT_MODEL, checkpoint_info, load_backbone
-from ._keys import cache_namespace, load_item
-from ._preprocessing import preprocessor
+from ._engine import RunSpec, embed, normalized, plan_with_cache
+from ._keys import cache_namespace
+from ._messages import (
+    EmbeddingWarning,
+    failure_message,
+    read_only_message,
+    unstored_message,
+    warn_rejected,
+)
 from ._quantize import QUANTIZE_MODES
 from ._validation import check_input_features
 from .cache import EmbeddingCache, ReadOnlyCacheError
-from .images import (
-    DEFAULT_MAX_FILE_SIZE,
-    ImageReadError,
-    _describe,
-    read_image,
-)
+from .images import DEFAULT_MAX_FILE_SIZE, ImageReadError
 
 __all__ = ["EmbeddingWarning", "SigLIPImageEmbedder"]
 
@@ -79,35 +75,6 @@ def _as_items(X):
         raise TypeError(
             f"X of type {type(X).__name__} is not a collection of images."
         ) from None
-
-
-class EmbeddingWarning(UserWarning):
-    """A transform call returned its embeddings, but not all went as asked.
-
-    Emitted by :meth:`SigLIPImageEmbedder.transform`, at most once per cause
-    and call:
-
-    * with ``on_error="nan"``, some images could not be read and were given
-      NaN rows: the message lists every failed item (index, path, reason),
-      which are also kept in the embedder's ``read_errors_``;
-    * with ``on_error="nan"``, the cache is read-only, so the new embeddings
-      were returned but not stored;
-    * stored embeddings failed their integrity check when read (counted in
-      ``n_rejected`` of :class:`~skclipxray.cache.EmbeddingCache`): they were
-      not used, and their images were embedded again.
-    """
-
-
-@dataclass
-class _Prepared:
-    """One item, ready: a cached embedding, model input, or the reason it failed."""
-
-    key: bytes = None
-    path: str = None
-    stamp: tuple = None
-    vector: np.ndarray = None
-    pixels: np.ndarray = None
-    error: ImageReadError = None
 
 
 class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
@@ -481,9 +448,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         # joblib's reading of n_jobs=None: 1, unless a parallel_config sets
         # n_jobs, or a backend whose default is all its workers (Dask's).
         if effective_n_jobs(self.n_jobs) != 1:
-            from ._parallel import embed_in_chunks
-
-            return embed_in_chunks(self, items)
+            return _parallel.embed_in_chunks(self, items)
         checkpoint = self._checkpoint()
         self.n_features_out_ = checkpoint.embedding_dim
         if self.cache is None:
@@ -496,67 +461,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
                 return self._serve_read_only(items, cache, namespace)
             return self._embed(items, checkpoint, cache=cache, namespace=namespace)
 
-    # Reading --------------------------------------------------------------------
-
-    def _prepare(self, checkpoint, cache, namespace, index, item):
-        """Read one image: its cached embedding if there is one, else model input.
-
-        With a ``namespace``, the item's key is computed (and looked up when
-        there is a ``cache``), from the bytes that are then decoded.
-        """
-        prepared = _Prepared()
-        try:
-            source, prepared.key, prepared.path, prepared.stamp = load_item(
-                item, index, None if namespace is None else namespace[0], self.max_file_size
-            )
-            if cache is not None and prepared.key is not None:
-                prepared.vector = cache.get_many([prepared.key]).get(prepared.key)
-                if prepared.vector is not None:
-                    return prepared
-            image = read_image(source, index=index, max_file_size=self.max_file_size)
-            del source  # the file's bytes: not kept while the batch waits
-            try:
-                prepared.pixels = preprocessor(checkpoint)(image)
-            except Exception as exc:  # the processor's own errors name no item
-                raise ImageReadError(
-                    f"X[{index}] {_describe(item)}: the checkpoint's image "
-                    f"processor failed ({type(exc).__name__}: {exc})"
-                ) from exc
-        except ImageReadError as exc:
-            prepared.error = exc
-        return prepared
-
-    def _prepared_items(self, checkpoint, items, cache, namespace, indices=None):
-        """Yield ``(index, _Prepared)`` in order, reading ahead in worker threads.
-
-        At most two batches are read ahead of the one being assembled, so
-        memory stays flat however many images there are. ``indices`` are the
-        items' positions in the caller's X (default: 0, 1, ...). Closing the
-        generator (an error, Ctrl-C) cancels the reads not started; those
-        running end quickly, since every read is bounded.
-        """
-        prepare = partial(self._prepare, checkpoint, cache, namespace)
-        queue = enumerate(items) if indices is None else zip(indices, items)
-        if self.num_workers == 0:
-            for index, item in queue:
-                yield index, prepare(index, item)
-            return
-        window = max(2 * self.batch_size, 2 * self.num_workers)
-        with ThreadPoolExecutor(self.num_workers) as pool:
-            pending = deque(
-                (index, pool.submit(prepare, index, item))
-                for index, item in islice(queue, window)
-            )
-            try:
-                while pending:
-                    index, future = pending.popleft()
-                    following = next(queue, None)
-                    if following is not None:
-                        pending.append((following[0], pool.submit(prepare, *following)))
-                    yield index, future.result()
-            finally:
-                for _, future in pending:
-                    future.cancel()
+    # Running --------------------------------------------------------------------
 
     def _serve_read_only(self, items, cache, namespace):
         """A call on a read-only cache with ``on_error="raise"``: hits only, or an error.
@@ -564,226 +469,36 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         Every item is read and looked up first, so that nothing is embedded
         (and lost) when some images cannot be stored.
         """
-        from ._parallel import _plan_with_cache
-
         n_rejected = cache.n_rejected
         out = np.full((len(items), self.n_features_out_), np.nan, dtype=np.float32)
-        plan = _plan_with_cache(self, items, cache, namespace[0], out)
-        _warn_rejected(cache, cache.n_rejected - n_rejected, stored=False)
+        plan = plan_with_cache(RunSpec.of(self), items, cache, namespace, out, self.on_error)
+        warn_rejected(cache, cache.n_rejected - n_rejected, stored=False)
         if plan.todo:
-            raise ReadOnlyCacheError(_read_only_message(cache, plan.todo, items))
+            raise ReadOnlyCacheError(read_only_message(cache, plan.todo, items))
         if plan.stop < len(items):
             raise ImageReadError(plan.errors[plan.stop])
-        for index, first in plan.repeats:
-            out[index] = out[first]
+        plan.repeats.copy(out)
         self.n_embedded_ = 0
-        self.n_cached_ = len(plan.hits) + len(plan.repeats)
+        self.n_cached_ = len(plan.hits) + len(plan.repeats.pairs)
         self.read_errors_ = {}
-        return _normalized(out, self.normalize)
-
-    # Running --------------------------------------------------------------------
-
-    def _forward(self, backbone, pixels):
-        """Raw pooled vision-tower output for one preprocessed batch, as float32."""
-        import torch
-
-        n_images = len(pixels)
-        if self.compile and n_images < self.batch_size:
-            # A new batch shape would recompile the model (slow): pad the last
-            # batch by repeating its last image, and drop the extra rows below.
-            padding = np.repeat(pixels[-1:], self.batch_size - n_images, axis=0)
-            pixels = np.concatenate([pixels, padding])
-        with torch.inference_mode():
-            batch = torch.from_numpy(pixels).to(backbone.device, backbone.dtype)
-            if self.compile:  # quantize needs compile
-                mode = self.compile if isinstance(self.compile, str) else "default"
-                tower = backbone.vision_model(compile=mode, quantize=self.quantize)
-                features = tower(pixel_values=batch)
-            else:
-                features = backbone.model.get_image_features(pixel_values=batch)
-            return features.pooler_output[:n_images].float().cpu().numpy()
+        return normalized(out, self.normalize)
 
     def _embed(self, items, checkpoint, *, cache, namespace):
         out = np.full((len(items), checkpoint.embedding_dim), np.nan, dtype=np.float32)
-        run = _Run(self, out, cache, namespace)
         n_rejected = 0 if cache is None else cache.n_rejected
-        stream = self._prepared_items(checkpoint, items, cache, namespace)
-        bar = _progress_bar(self.progress, len(items), stream)
-        with closing(stream), bar:
-            for index, prepared in bar:
-                if prepared.error is not None:
-                    if self.on_error == "raise":
-                        # Keep (and cache) what was read before the bad item.
-                        run.flush()
-                        raise prepared.error
-                    run.errors[index] = str(prepared.error)
-                    continue
-                run.add(index, prepared)
-        run.flush()
-        run.finish()
-
+        run = embed(
+            RunSpec.of(self), checkpoint, items, out, load=self._backbone, cache=cache,
+            namespace=namespace, on_error=self.on_error, progress=self.progress,
+        )
         self.n_embedded_ = run.n_embedded
         self.n_cached_ = run.n_cached
         self.read_errors_ = run.errors
         if run.errors:
-            warnings.warn(_failure_message(run.errors, len(items)), EmbeddingWarning,
-                          stacklevel=3)
-        if run.n_unstored:
-            warnings.warn(_unstored_message(cache, run.n_unstored), EmbeddingWarning,
+            warnings.warn(failure_message(run.errors, len(items)), EmbeddingWarning,
                           stacklevel=3)
         if cache is not None:
-            _warn_rejected(cache, cache.n_rejected - n_rejected, stored=run.store)
-        return _normalized(out, self.normalize)
-
-
-def _progress_bar(progress, total, iterable=None):
-    """The progress bar over the images of one call; ``progress=None``: terminals only."""
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        iterable, total=total, desc="Embedding images", unit="img",
-        disable=None if progress is None else not progress,
-    )
-
-
-def _normalized(out, normalize):
-    """``out``, with each row L2-normalised in place if ``normalize``; NaN rows stay NaN."""
-    if normalize:
-        finite = ~np.isnan(out).any(axis=1)
-        if finite.all():
-            _l2_normalize(out, copy=False)
-        elif finite.any():
-            out[finite] = _l2_normalize(out[finite], copy=False)
-    return out
-
-
-class _Run:
-    """The state of one transform call: batches being assembled, counts, failures.
-
-    The model is loaded on the first batch, so that a call served from the
-    cache never loads it.
-    """
-
-    def __init__(self, embedder, out, cache, namespace):
-        self.embedder = embedder
-        self.backbone = None
-        self.out = out
-        self.cache = cache
-        self.namespace = namespace
-        # Whether new embeddings (and paths) are written: not to a read-only cache.
-        self.store = cache is not None and not cache.read_only
-        self.batch = []  # _Prepared waiting for the model, with their indices
-        self.first_index = {}  # key -> index of its first occurrence in this call
-        self.repeats = []  # (index, index of the same content earlier in X)
-        self.links = []  # (key, path, stamp) of files served from the cache
-        self.errors = {}
-        self.n_embedded = 0
-        self.n_cached = 0
-        self.n_unstored = 0  # embeddings a read-only cache could not take
-
-    def add(self, index, prepared):
-        key = prepared.key
-        repeat = key is not None and key in self.first_index
-        if repeat or prepared.vector is not None:
-            if repeat:
-                self.repeats.append((index, self.first_index[key]))
-            else:
-                self.first_index[key] = index
-                self.out[index] = prepared.vector
-            self.n_cached += 1
-            if prepared.path is not None and self.store:
-                self.links.append((key, prepared.path, prepared.stamp))
-                if len(self.links) >= 512:
-                    self._link()
-            return
-        if key is not None:
-            self.first_index[key] = index
-        self.batch.append((index, prepared))
-        if len(self.batch) >= self.embedder.batch_size:
-            self.flush()
-
-    def flush(self):
-        """Run the batch through the model and commit it to the cache."""
-        if not self.batch:
-            return
-        if self.backbone is None:
-            self.backbone = self.embedder._backbone()
-        indices = [index for index, _ in self.batch]
-        pixels = np.stack([prepared.pixels for _, prepared in self.batch])
-        vectors = self.embedder._forward(self.backbone, pixels)
-        self.out[indices] = vectors
-        self.n_embedded += len(indices)
-        cacheable = [i for i, (_, prepared) in enumerate(self.batch) if prepared.key is not None]
-        rows = [self.batch[i][1] for i in cacheable]
-        self.batch = []
-        if self.store and rows:
-            try:
-                self.cache.put_many(
-                    [row.key for row in rows], vectors[cacheable],
-                    namespace=self.namespace[0], namespace_info=self.namespace[1],
-                    paths=[row.path for row in rows], stamps=[row.stamp for row in rows],
-                )
-            except ReadOnlyCacheError:
-                # SQLite refused to write a cache opened writable.
-                if self.embedder.on_error == "raise":
-                    raise
-                self.store = False
-        if not self.store and rows:
-            self.n_unstored += len(rows)
-
-    def _link(self):
-        if self.links:
-            keys, paths, stamps = zip(*self.links)
-            self.cache.link_paths(keys, paths, namespace=self.namespace[0], stamps=stamps)
-            self.links = []
-
-    def finish(self):
-        for index, first in self.repeats:
-            self.out[index] = self.out[first]
-        if self.store:
-            self._link()
-
-
-def _failure_message(errors, n_items, shown=50):
-    lines = [f"  {message}" for message in list(errors.values())[:shown]]
-    if len(errors) > shown:
-        lines.append(f"  ... and {len(errors) - shown} more (see read_errors_).")
-    return (
-        f"{len(errors)} of {n_items} images could not be read; their embeddings "
-        "are NaN (on_error='nan'):\n" + "\n".join(lines)
-    )
-
-
-def _read_only_message(cache, missing, items):
-    """Why a read-only cache cannot serve a call: what is missing, and what to do."""
-    first = missing[0]
-    return (
-        f"The embedding cache {str(cache.path)!r} is read-only (see "
-        f"EmbeddingCache.read_only), and {len(missing)} of the {len(items)} images "
-        f"are not in it (the first: X[{first}] {_describe(items[first])}), so their "
-        "embeddings could not be stored; nothing was embedded. Use a copy of the "
-        "cache in a folder you can write to, or on_error='nan' to embed them "
-        "without storing them (with a warning; unreadable images then get NaN "
-        "rows), or cache=None."
-    )
-
-
-def _unstored_message(cache, n_unstored):
-    return (
-        f"The embedding cache {str(cache.path)!r} is read-only (see "
-        f"EmbeddingCache.read_only): {n_unstored} new embeddings were returned but "
-        "not stored, so a later run embeds those images again. To keep them, use "
-        "a cache in a folder you can write to."
-    )
-
-
-def _warn_rejected(cache, n_rejected, *, stored):
-    """One warning for the stored embeddings that failed their integrity check."""
-    if n_rejected > 0:
-        again = "embedded again" + (" and stored" if stored else " (not stored: read-only)")
-        warnings.warn(
-            f"{n_rejected} stored embeddings in the cache {str(cache.path)!r} failed "
-            "their integrity check (wrong length, non-finite values or a checksum "
-            f"mismatch); they were not used, and their images were {again}.",
-            EmbeddingWarning, stacklevel=4,
-        )
+            if run.writer.n_unstored:
+                warnings.warn(unstored_message(cache, run.writer.n_unstored),
+                              EmbeddingWarning, stacklevel=3)
+            warn_rejected(cache, cache.n_rejected - n_rejected, stored=run.writer.store)
+        return normalized(out, self.normalize)

@@ -641,16 +641,16 @@ def test_compile_uses_one_compiled_tower_per_checkpoint(
 
 _CHILD = """
 import sys, time
-import skclipxray.embedders as embedders
+import skclipxray._engine as engine
 from skclipxray.embedders import SigLIPImageEmbedder
 
-read_image = embedders.read_image
+read_image = engine.read_image
 
 def slow_read_image(item, **kwargs):  # make the run last long enough to be killed
     time.sleep(0.2)
     return read_image(item, **kwargs)
 
-embedders.read_image = slow_read_image
+engine.read_image = slow_read_image
 model, cache, *paths = sys.argv[1:]
 SigLIPImageEmbedder(model, device="cpu", progress=False, batch_size=2,
                     num_workers=1, cache=cache).fit_transform(paths)

@@ -8,6 +8,7 @@ import torch
 
 from skclipxray import load_backbone
 from skclipxray._quantize import quantized_copy
+from skclipxray._engine import RunSpec, prepare
 from skclipxray.cache import EmbeddingCache
 from skclipxray._keys import cache_namespace
 from skclipxray.embedders import SigLIPImageEmbedder
@@ -97,7 +98,7 @@ def test_compiled_int8_follows_the_eager_int8_tower(tiny_model_dir, images):
     embedder = _embedder(tiny_model_dir, compile=True, quantize="int8")
     compiled = embedder.fit_transform(images)
     reference = _embedder(tiny_model_dir).fit_transform(images)
-    pixels = np.stack([embedder._prepare(backbone, None, None, i, image).pixels
+    pixels = np.stack([prepare(RunSpec.of(embedder), backbone, None, None, i, image).pixels
                        for i, image in enumerate(images)])
     with torch.inference_mode():
         eager = backbone.vision_model(quantize="int8")(pixel_values=torch.from_numpy(pixels))

@@ -138,6 +138,10 @@ class Backbone:
         In evaluation mode, on ``device``, in ``dtype``.
     device : torch.device
     dtype : torch.dtype
+    derived : dict
+        What is computed from the checkpoint and kept with it (cache
+        namespaces, the preprocessing function, text embeddings), so that
+        :func:`clear_backbone_cache` forgets it along with the checkpoint.
     """
 
     name: str
@@ -148,6 +152,7 @@ class Backbone:
     _image_processor: object = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
     _vision_models: dict = field(default_factory=dict, repr=False)
+    derived: dict = field(default_factory=dict, repr=False)
 
     @property
     def image_size(self):
@@ -478,6 +483,10 @@ class CheckpointInfo:
     dtype : torch.dtype
     embedding_dim : int
     image_processor : transformers image processor
+    derived : dict
+        What is computed from the checkpoint and kept with it (cache
+        namespaces, the preprocessing function, text embeddings), so that
+        :func:`clear_backbone_cache` forgets it along with the checkpoint.
     """
 
     name: str
@@ -485,6 +494,7 @@ class CheckpointInfo:
     dtype: object
     embedding_dim: int
     image_processor: object = field(repr=False)
+    derived: dict = field(default_factory=dict, repr=False)
 
 
 _CHECKPOINTS = {}

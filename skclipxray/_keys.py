@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import threading
-import weakref
 from os import PathLike
 from pathlib import Path
 
@@ -28,7 +27,6 @@ __all__ = ["READER_VERSION", "cache_namespace", "load_item"]
 READER_VERSION = 1
 
 _FILE_DIGESTS = {}
-_NAMESPACES = weakref.WeakKeyDictionary()
 _KEYS_LOCK = threading.Lock()
 
 
@@ -88,8 +86,9 @@ def cache_namespace(backbone, quantize=None):
     (its ``name``, ``dtype`` and ``image_processor`` are all that is used):
     both give the same name.
     """
+    memo = ("cache_namespace", quantize)
     with _KEYS_LOCK:
-        found = _NAMESPACES.get(backbone, {}).get(quantize)
+        found = backbone.derived.get(memo)
     if found is not None:
         return found
     identity = {
@@ -108,7 +107,7 @@ def cache_namespace(backbone, quantize=None):
     name = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
     info["identity"] = text
     with _KEYS_LOCK:
-        _NAMESPACES.setdefault(backbone, {})[quantize] = (name, info)
+        backbone.derived[memo] = (name, info)
     return name, info
 
 

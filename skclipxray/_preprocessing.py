@@ -1,7 +1,6 @@
 """The model's input from an RGB image: the checkpoint's image processor, or its fast twin."""
 
 import threading
-import weakref
 
 import numpy as np
 
@@ -51,13 +50,10 @@ class PilPreprocessor:
         return np.stack([self.table[c][resized[..., c]] for c in range(3)])
 
 
-_PREPROCESSORS = weakref.WeakKeyDictionary()
-
-
 def preprocessor(backbone):
     """A function from an RGB PIL image to the model's (3, H, W) float32 input."""
     with _LOCK:
-        found = _PREPROCESSORS.get(backbone)
+        found = backbone.derived.get("preprocessor")
     if found is None:
         processor = backbone.image_processor
         if PilPreprocessor.applies_to(processor):
@@ -66,5 +62,5 @@ def preprocessor(backbone):
             def found(image):
                 return processor(images=image, return_tensors="np")["pixel_values"][0]
         with _LOCK:
-            _PREPROCESSORS[backbone] = found
+            backbone.derived["preprocessor"] = found
     return found

@@ -41,10 +41,10 @@ DEFAULT_TEMPLATES = (
 #: to score each label positive-versus-negative in zero-shot classification.
 NEGATIVE_TEMPLATES = ("no {}", "no evidence of {}")
 
-# Unit-norm float32 embedding of each prompt, keyed by the loaded checkpoint
-# (name, device, dtype), the token length and the prompt text. Module-level so
-# that clones made by GridSearchCV or cross_validate never re-run the text tower.
-_TEXT_EMBEDDINGS = {}
+# Guards each loaded checkpoint's memo of unit-norm float32 prompt embeddings,
+# keyed by the token length and the prompt text, and kept with the checkpoint
+# (Backbone.derived) so that clones made by GridSearchCV or cross_validate
+# never re-run the text tower.
 _TEXT_EMBEDDINGS_LOCK = threading.Lock()
 
 
@@ -69,11 +69,9 @@ def _encode(backbone, prompts, batch_size):
     import torch
 
     max_length = _max_text_length(backbone)
-    identity = (backbone.name, str(backbone.device), str(backbone.dtype), max_length)
     with _TEXT_EMBEDDINGS_LOCK:
-        missing = list(
-            dict.fromkeys(p for p in prompts if (identity, p) not in _TEXT_EMBEDDINGS)
-        )
+        memo = backbone.derived.setdefault("text_embeddings", {})
+        missing = list(dict.fromkeys(p for p in prompts if (max_length, p) not in memo))
     for start in range(0, len(missing), batch_size):
         batch = missing[start : start + batch_size]
         tokens = backbone.tokenizer(
@@ -90,9 +88,9 @@ def _encode(backbone, prompts, batch_size):
             features = torch.nn.functional.normalize(features, dim=-1)
         with _TEXT_EMBEDDINGS_LOCK:
             for prompt, vector in zip(batch, features.cpu().numpy()):
-                _TEXT_EMBEDDINGS[identity, prompt] = vector
+                memo[max_length, prompt] = vector
     with _TEXT_EMBEDDINGS_LOCK:
-        return np.stack([_TEXT_EMBEDDINGS[identity, p] for p in prompts])
+        return np.stack([memo[max_length, p] for p in prompts])
 
 
 def _ensemble(backbone, phrases, templates, batch_size):

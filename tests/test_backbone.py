@@ -244,3 +244,25 @@ def test_the_library_loads_quietly_and_leaves_transformers_logging_as_it_was(tin
     assert "within the vocabulary" not in done.stderr
     assert "the caller's own message" in done.stderr
     assert "the caller's own bar" in done.stderr
+
+
+def test_one_clear_forgets_each_checkpoint_and_what_was_derived_from_it(tiny_model_dir):
+    from skclipxray import PromptEnsembleEmbedder
+    from skclipxray._backbone import checkpoint_info, clear_backbone_cache
+    from skclipxray._keys import cache_namespace
+    from skclipxray._preprocessing import preprocessor
+
+    backbone = load_backbone(tiny_model_dir, device="cpu")
+    info = checkpoint_info(tiny_model_dir, device="cpu")
+    PromptEnsembleEmbedder(tiny_model_dir, device="cpu").fit(["Mass"])
+    namespace = cache_namespace(info)
+    preprocessor(info)
+    assert "text_embeddings" in backbone.derived
+    assert set(info.derived) == {("cache_namespace", None), "preprocessor"}
+
+    clear_backbone_cache()
+    again, info_again = load_backbone(tiny_model_dir, device="cpu"), checkpoint_info(
+        tiny_model_dir, device="cpu")
+    assert again is not backbone and again.derived == {}
+    assert info_again is not info and info_again.derived == {}
+    assert cache_namespace(info_again) == namespace  # recomputed, the same

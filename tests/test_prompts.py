@@ -6,14 +6,12 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-
-from skclipxray._backbone import ModelNotAvailableError
 import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from skclipxray import load_backbone
-from skclipxray import prompts as prompts_module
+from skclipxray._backbone import ModelNotAvailableError, clear_backbone_cache
 from skclipxray.labels import NIH_PATHOLOGIES
 from skclipxray.prompts import (
     DEFAULT_TEMPLATES,
@@ -23,9 +21,9 @@ from skclipxray.prompts import (
 
 
 @pytest.fixture
-def fresh_cache(monkeypatch):
-    """An empty text-embedding cache for this test only."""
-    monkeypatch.setattr(prompts_module, "_TEXT_EMBEDDINGS", {})
+def fresh_cache():
+    """An empty text-embedding memo for this test: no checkpoint loaded yet."""
+    clear_backbone_cache()
 
 
 @pytest.fixture(scope="module")
@@ -171,10 +169,10 @@ def test_outputs_feature_names_pandas_and_mega_vector(tiny_model_dir):
     assert list(subset.index) == ["Edema"]
 
 
-def test_batch_size_does_not_change_results(tiny_model_dir, monkeypatch):
+def test_batch_size_does_not_change_results(tiny_model_dir):
     results = []
     for batch_size in (1, 5, 64):
-        monkeypatch.setattr(prompts_module, "_TEXT_EMBEDDINGS", {})
+        clear_backbone_cache()  # and with it, the text embeddings
         results.append(
             PromptEnsembleEmbedder(
                 tiny_model_dir, batch_size=batch_size, device="cpu"

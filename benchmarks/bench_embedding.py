@@ -790,7 +790,7 @@ def main():
         memory_child(checkpoint, int(n), paths_file, device, int(batch), int(workers))
         return
 
-    from skclipxray._backbone import resolve_device
+    from skclipxray._device import resolve_device
     from skclipxray.testing import make_tiny_siglip
 
     device = resolve_device("auto")

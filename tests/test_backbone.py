@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from skclipxray import DEFAULT_MODEL, ModelNotAvailableError, load_backbone
-from skclipxray._backbone import resolve_device, resolve_dtype
+from skclipxray._device import resolve_device, resolve_dtype
 
 
 def test_one_copy_per_checkpoint_device_and_dtype(tiny_model_dir):

@@ -20,7 +20,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .._backbone import resolve_device
+from .._device import resolve_device
 from .._validation import check_hidden_sizes, check_multilabel_indicator, check_threshold
 from ..labels import NIH_PATHOLOGIES
 from .state import net_state, restore_net

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from .._backbone import resolve_device
+from .._device import resolve_device
 
 __all__ = ["net_state", "plain", "restore_net"]
 

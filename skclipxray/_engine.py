@@ -103,8 +103,8 @@ def prepare(spec, checkpoint, cache, namespace, index, item, decode=True):
 def prepared_items(spec, checkpoint, items, cache, namespace, indices=None, decode=True):
     """Yield ``(index, Prepared)`` in order, reading ahead in worker threads.
 
-    At most two batches are read ahead of the one being assembled, so
-    memory stays flat however many images there are. ``indices`` are the
+    At most ``max(2 * batch_size, 2 * num_workers)`` items are read or being
+    read at a time, so memory stays flat however many images there are. ``indices`` are the
     items' positions in the caller's X (default: 0, 1, ...). Closing the
     generator (an error, Ctrl-C) cancels the reads not started; those
     running end quickly, since every read is bounded.

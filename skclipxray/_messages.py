@@ -1,10 +1,14 @@
 """What an embedding call tells its user: :class:`EmbeddingWarning` and its messages."""
 
+import sys
 import warnings
 
 from .images import _describe
 
 __all__ = ["EmbeddingWarning"]
+
+# Packages whose frames stand between a user's call and the warning.
+_LIBRARY_PACKAGES = ("skclipxray", "sklearn", "joblib")
 
 
 class EmbeddingWarning(UserWarning):
@@ -23,6 +27,22 @@ class EmbeddingWarning(UserWarning):
       ``n_rejected`` of :class:`~skclipxray.cache.EmbeddingCache`): they were
       not used, and their images were embedded again.
     """
+
+
+def warn(message):
+    """Emit an :class:`EmbeddingWarning` attributed to the user's line of code.
+
+    How many frames of scikit-learn (its output wrappers, ``fit_transform``,
+    a Pipeline) stand between the user and the embedder depends on the call,
+    so a fixed ``stacklevel`` would often name scikit-learn's source instead:
+    the level is that of the first frame outside these libraries.
+    """
+    frame, level = sys._getframe(1), 2
+    while frame is not None and (
+        frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARY_PACKAGES
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, EmbeddingWarning, stacklevel=level)
 
 
 def failure_message(errors, n_items, shown=50):
@@ -64,9 +84,8 @@ def warn_rejected(cache, n_rejected, *, stored):
     """One warning for the stored embeddings that failed their integrity check."""
     if n_rejected > 0:
         again = "embedded again" + (" and stored" if stored else " (not stored: read-only)")
-        warnings.warn(
+        warn(
             f"{n_rejected} stored embeddings in the cache {str(cache.path)!r} failed "
             "their integrity check (wrong length, non-finite values or a checksum "
-            f"mismatch); they were not used, and their images were {again}.",
-            EmbeddingWarning, stacklevel=4,
+            f"mismatch); they were not used, and their images were {again}."
         )

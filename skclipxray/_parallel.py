@@ -26,7 +26,6 @@ calling process (the *driver*) keeps everything that touches the cache:
    that dies keeps every chunk that came back.
 """
 
-import warnings
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 
@@ -36,10 +35,10 @@ from joblib import Parallel, delayed, effective_n_jobs
 from ._engine import CacheWriter, Plan, RunSpec, embed, normalized, plan_with_cache, progress_bar
 from ._keys import cache_namespace
 from ._messages import (
-    EmbeddingWarning,
     failure_message,
     read_only_message,
     unstored_message,
+    warn,
     warn_rejected,
 )
 from .cache import EmbeddingCache, ReadOnlyCacheError
@@ -201,11 +200,9 @@ def embed_in_chunks(embedder, items):
     embedder.n_cached_ = n_cached
     embedder.read_errors_ = dict(sorted(plan.errors.items()))
     if plan.errors:
-        warnings.warn(failure_message(embedder.read_errors_, n_items), EmbeddingWarning,
-                      stacklevel=3)
+        warn(failure_message(embedder.read_errors_, n_items))
     if writer is not None and writer.n_unstored:
-        warnings.warn(unstored_message(cache, writer.n_unstored), EmbeddingWarning,
-                      stacklevel=3)
+        warn(unstored_message(cache, writer.n_unstored))
     return normalized(out, embedder.normalize)
 
 

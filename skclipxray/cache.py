@@ -497,17 +497,19 @@ class EmbeddingCache:
             bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
             raise ValueError(f"vectors[{bad}] has non-finite values; it is not stored.")
         dim = vectors.shape[1]
+        # Checked before the write lock is taken, which would block other writers.
+        path_rows = None if paths is None else _path_rows(keys, paths, stamps)
+        blobs = [row.tobytes() for row in vectors]
         with self._writing() as connection:
             namespace_id = self._namespace_id(connection, namespace, namespace_info)
-            blobs = [row.tobytes() for row in vectors]
             connection.executemany(
                 "INSERT OR REPLACE INTO embeddings (key, namespace_id, dim, vector, crc) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [(key, namespace_id, dim, blob, zlib.crc32(blob))
                  for key, blob in zip(keys, blobs)],
             )
-            if paths is not None:
-                self._link(connection, namespace_id, keys, paths, stamps)
+            if path_rows is not None:
+                self._insert_paths(connection, namespace_id, path_rows)
 
     def link_paths(self, keys, paths, *, namespace="default", stamps=None):
         """Record that ``paths[i]`` held the content of ``keys[i]``.
@@ -547,9 +549,6 @@ class EmbeddingCache:
             with self._writing() as connection:
                 namespace_id = self._namespace_id(connection, namespace)
                 self._insert_paths(connection, namespace_id, rows)
-
-    def _link(self, connection, namespace_id, keys, paths, stamps):
-        self._insert_paths(connection, namespace_id, _path_rows(keys, paths, stamps))
 
     @staticmethod
     def _insert_paths(connection, namespace_id, rows):

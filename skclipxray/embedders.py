@@ -1,7 +1,6 @@
 """Image embeddings from a frozen SigLIP vision tower, as a scikit-learn transformer."""
 
 import os
-import warnings
 from numbers import Integral, Real
 from os import PathLike
 
@@ -20,6 +19,7 @@ from ._messages import (
     failure_message,
     read_only_message,
     unstored_message,
+    warn,
     warn_rejected,
 )
 from ._quantize import QUANTIZE_MODES
@@ -494,11 +494,9 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         self.n_cached_ = run.n_cached
         self.read_errors_ = run.errors
         if run.errors:
-            warnings.warn(failure_message(run.errors, len(items)), EmbeddingWarning,
-                          stacklevel=3)
+            warn(failure_message(run.errors, len(items)))
         if cache is not None:
             if run.writer.n_unstored:
-                warnings.warn(unstored_message(cache, run.writer.n_unstored),
-                              EmbeddingWarning, stacklevel=3)
+                warn(unstored_message(cache, run.writer.n_unstored))
             warn_rejected(cache, cache.n_rejected - n_rejected, stored=run.writer.store)
         return normalized(out, self.normalize)

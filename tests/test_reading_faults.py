@@ -586,3 +586,23 @@ def test_the_loaded_item_key_is_the_hash_of_the_bytes_decoded(pngs, tiny_model_d
     assert key == _key_of(namespace, source.data)
     assert load_item(pngs[0], 0)[1] is None  # no namespace: no hash
     np.testing.assert_array_equal(np.asarray(read_image(source)), np.asarray(read_image(pngs[0])))
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+@pytest.mark.parametrize("call", ["transform", "fit_transform", "pipeline"])
+def test_embedding_warnings_name_the_callers_line(tiny_model_dir, pngs, tmp_path, call,
+                                                  n_jobs):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    embedder = SigLIPImageEmbedder(tiny_model_dir, device="cpu", progress=False,
+                                   on_error="nan", n_jobs=n_jobs)
+    X = [pngs[0], str(tmp_path / "missing.png")]
+    run = {
+        "transform": lambda: embedder.transform(X),
+        "fit_transform": lambda: embedder.fit_transform(X),
+        "pipeline": lambda: make_pipeline(embedder, FunctionTransformer()).fit_transform(X),
+    }[call]
+    with joblib.parallel_config(backend="threading"), pytest.warns(EmbeddingWarning) as record:
+        run()
+    assert [warning.filename for warning in record] == [__file__]

@@ -80,6 +80,14 @@ def unstored_message(cache, n_unstored):
     )
 
 
+def warn_outcome(errors, n_items, cache=None, n_unstored=0):
+    """The end-of-call warnings, both paths alike: images not read, embeddings not stored."""
+    if errors:
+        warn(failure_message(errors, n_items))
+    if n_unstored:
+        warn(unstored_message(cache, n_unstored))
+
+
 def warn_rejected(cache, n_rejected, *, stored):
     """One warning for the stored embeddings that failed their integrity check."""
     if n_rejected > 0:

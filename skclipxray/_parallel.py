@@ -35,10 +35,8 @@ from joblib import Parallel, delayed, effective_n_jobs
 from ._engine import CacheWriter, Plan, RunSpec, embed, normalized, plan_with_cache, progress_bar
 from ._keys import cache_namespace
 from ._messages import (
-    failure_message,
     read_only_message,
-    unstored_message,
-    warn,
+    warn_outcome,
     warn_rejected,
 )
 from .cache import EmbeddingCache, ReadOnlyCacheError
@@ -199,10 +197,8 @@ def embed_in_chunks(embedder, items):
     embedder.n_embedded_ = n_embedded
     embedder.n_cached_ = n_cached
     embedder.read_errors_ = dict(sorted(plan.errors.items()))
-    if plan.errors:
-        warn(failure_message(embedder.read_errors_, n_items))
-    if writer is not None and writer.n_unstored:
-        warn(unstored_message(cache, writer.n_unstored))
+    warn_outcome(embedder.read_errors_, n_items, cache,
+                 0 if writer is None else writer.n_unstored)
     return normalized(out, embedder.normalize)
 
 

@@ -16,10 +16,8 @@ from ._engine import RunSpec, embed, normalized, plan_with_cache
 from ._keys import cache_namespace
 from ._messages import (
     EmbeddingWarning,
-    failure_message,
     read_only_message,
-    unstored_message,
-    warn,
+    warn_outcome,
     warn_rejected,
 )
 from ._quantize import QUANTIZE_MODES
@@ -493,10 +491,8 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         self.n_embedded_ = run.n_embedded
         self.n_cached_ = run.n_cached
         self.read_errors_ = run.errors
-        if run.errors:
-            warn(failure_message(run.errors, len(items)))
+        warn_outcome(run.errors, len(items), cache,
+                     0 if cache is None else run.writer.n_unstored)
         if cache is not None:
-            if run.writer.n_unstored:
-                warn(unstored_message(cache, run.writer.n_unstored))
             warn_rejected(cache, cache.n_rejected - n_rejected, stored=run.writer.store)
         return normalized(out, self.normalize)

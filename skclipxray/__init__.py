@@ -23,7 +23,10 @@ _EXPORTS = {
     "NEGATIVE_TEMPLATES": "prompts",
     "NIH_PATHOLOGIES": "labels",
     "PromptEnsembleEmbedder": "prompts",
+    "PromptSimilarity": "similarity",
     "SigLIPImageEmbedder": "embedders",
+    "TextAnchoredClassifier": "text_anchored",
+    "TipAdapterClassifier": "tip_adapter",
     "WeightedSumClassifier": "classifiers",
     "ZeroShotClassifier": "zeroshot",
     "load_backbone": "_backbone",
@@ -45,7 +48,10 @@ _SUBMODULES = (
     "persistence",
     "plotting",
     "prompts",
+    "similarity",
     "testing",
+    "text_anchored",
+    "tip_adapter",
     "zeroshot",
 )
 

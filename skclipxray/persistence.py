@@ -62,6 +62,9 @@ TRUSTED_TYPES = (
     "skclipxray.classifiers.WeightedSumClassifier",
     "skclipxray.embedders.SigLIPImageEmbedder",
     "skclipxray.prompts.PromptEnsembleEmbedder",
+    "skclipxray.similarity.PromptSimilarity",
+    "skclipxray.text_anchored.TextAnchoredClassifier",
+    "skclipxray.tip_adapter.TipAdapterClassifier",
     "skclipxray.zeroshot.ZeroShotClassifier",
 )
 

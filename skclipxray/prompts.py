@@ -153,6 +153,13 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
     mega_vector_ : ndarray of shape (n_labels * n_features_out,), float32
         ``embeddings_`` flattened row by row (label 0 first), the form a
         fusion head concatenates to image features.
+    logit_scale_ : float
+        The checkpoint's ``logit_scale``, as ``SiglipModel`` holds it: image-text
+        logits are ``exp(logit_scale_) * cosine + logit_bias_``. The text-using
+        estimators read it from here, so that a fitted embedder brings the
+        checkpoint's own scale.
+    logit_bias_ : float
+        The checkpoint's ``logit_bias``.
 
     See Also
     --------
@@ -221,9 +228,11 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
             negative = check_templates(self.negative_templates, "negative_templates")
         return templates, negative
 
+    def _backbone(self):
+        return load_backbone(self.model, device=self.device, dtype=self.dtype)
+
     def _embed(self, phrases, templates):
-        backbone = load_backbone(self.model, device=self.device, dtype=self.dtype)
-        return _ensemble(backbone, phrases, templates, self.batch_size)
+        return _ensemble(self._backbone(), phrases, templates, self.batch_size)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
@@ -250,6 +259,10 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
         elif hasattr(self, "negative_embeddings_"):
             del self.negative_embeddings_
         self.n_features_out_ = self.embeddings_.shape[1]
+        # Python floats, not tensors: a fitted embedder holds no torch object.
+        model = self._backbone().model
+        self.logit_scale_ = float(model.logit_scale.detach().float().item())
+        self.logit_bias_ = float(model.logit_bias.detach().float().item())
         return self
 
     def transform(self, X):

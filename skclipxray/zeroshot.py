@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._backbone import DEFAULT_MODEL, load_backbone
+from ._text import zero_shot_logits
 from ._validation import check_labels, check_multilabel_indicator, check_threshold
 from .prompts import DEFAULT_TEMPLATES, PromptEnsembleEmbedder
 
@@ -324,13 +325,10 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "prompt_embeddings_")
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         # An all-zero embedding has no direction: its cosine to every prompt is 0.
-        images = normalize(X.astype(np.float64))
-        cosine = images @ self.prompt_embeddings_.T.astype(np.float64)
-        if hasattr(self, "negative_prompt_embeddings_"):
-            # softmax([l_pos, l_neg])[0] = sigmoid(l_pos - l_neg); the bias cancels.
-            negative = images @ self.negative_prompt_embeddings_.T.astype(np.float64)
-            return self.scale_ * (cosine - negative)
-        return self.scale_ * cosine + self.bias_
+        return zero_shot_logits(
+            normalize(X.astype(np.float64)), self.prompt_embeddings_,
+            getattr(self, "negative_prompt_embeddings_", None), self.scale_, self.bias_,
+        )
 
     def predict_proba(self, X):
         """Probability of each label.

@@ -26,11 +26,17 @@ from skclipxray.classifiers import (
     WeightedSumClassifier,
 )
 from skclipxray.prompts import PromptEnsembleEmbedder
+from skclipxray.similarity import PromptSimilarity
 from skclipxray.testing import HashPromptEmbedder
+from skclipxray.text_anchored import TextAnchoredClassifier
+from skclipxray.tip_adapter import TipAdapterClassifier
 from skclipxray.zeroshot import ZeroShotClassifier
 
 #: Placeholder for the tiny checkpoint's folder, known only once the session runs.
 CHECKPOINT = "tiny-siglip"
+
+#: Width of PromptSimilarity's prompts in the checks.
+CHECKPOINT_WIDTH = 32
 
 # Small networks and few epochs: the checks fit each estimator dozens of times.
 _FAST_HEAD = dict(hidden_sizes=(16,), max_epochs=10, batch_size=32, lr=0.01)
@@ -40,6 +46,13 @@ ESTIMATORS = [
     ConcatFusionClassifier(HashPromptEmbedder(), fusion_hidden_sizes=(8,), **_FAST_HEAD),
     WeightedSumClassifier(HashPromptEmbedder(), **_FAST_HEAD),
     ZeroShotClassifier(CHECKPOINT, device="cpu"),
+    # Without prompts (the no-text controls): the checks' data have any width,
+    # and prompts must have the width of the image embeddings. With prompts,
+    # the same code runs with a zero-shot term added; its own tests cover it.
+    TextAnchoredClassifier(device="cpu"),
+    TextAnchoredClassifier(anchor_weight=0.01, raw_features=False, device="cpu"),
+    TipAdapterClassifier(device="cpu"),
+    PromptSimilarity(HashPromptEmbedder(dim=CHECKPOINT_WIDTH)),
 ]
 
 # ZeroShotClassifier scores the checkpoint's image embeddings against one
@@ -57,8 +70,44 @@ _UNNAMED_LABELS = (
     "embeddings either)"
 )
 
+# PromptSimilarity scores image embeddings against prompts of one width.
+_OTHER_WIDTH = (
+    "fits on data of another width than the prompts: PromptSimilarity refuses "
+    "X whose width differs from the prompt embeddings', which are made by the "
+    "checkpoint that made the image embeddings"
+)
+
 #: Estimator class name -> {check name: why it cannot apply}.
 EXPECTED_FAILED_CHECKS = {
+    "PromptSimilarity": {
+        name: _OTHER_WIDTH for name in (
+            "check_dict_unchanged",
+            "check_dont_overwrite_parameters",
+            "check_dtype_object",
+            "check_estimators_dtypes",
+            "check_estimators_fit_returns_self",
+            "check_estimators_nan_inf",
+            "check_estimators_overwrite_params",
+            "check_estimators_pickle",
+            "check_f_contiguous_array_estimator",
+            "check_fit2d_1feature",
+            "check_fit2d_1sample",
+            "check_fit2d_predict1d",
+            "check_fit_check_is_fitted",
+            "check_fit_idempotent",
+            "check_fit_score_takes_y",
+            "check_methods_sample_order_invariance",
+            "check_methods_subset_invariance",
+            "check_n_features_in",
+            "check_n_features_in_after_fitting",
+            "check_pipeline_consistency",
+            "check_positive_only_tag_during_fit",
+            "check_readonly_memmap_input",
+            "check_transformer_data_not_an_array",
+            "check_transformer_general",
+            "check_transformer_preserve_dtypes",
+        )
+    },
     "ZeroShotClassifier": {
         "check_classifier_data_not_an_array": _ONE_D_Y,
         "check_classifiers_classes": _ONE_D_Y,

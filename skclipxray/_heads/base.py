@@ -12,18 +12,17 @@ import copy
 from numbers import Integral, Real
 
 import numpy as np
-from scipy import sparse
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
-from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._device import resolve_device
-from .._validation import check_hidden_sizes, check_multilabel_indicator, check_threshold
-from ..labels import NIH_PATHOLOGIES
+from .._validation import check_hidden_sizes
+from .._text import PROMPT_CONSTRAINTS, fit_label_embeddings
 from .state import net_state, restore_net
+from .target import TargetMixin
 
 __all__ = ["BaseHeadClassifier", "PromptFusionClassifier", "store_params"]
 
@@ -46,7 +45,7 @@ def store_params(estimator, params):
             setattr(estimator, name, value)
 
 
-class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
+class BaseHeadClassifier(TargetMixin, ClassifierMixin, BaseEstimator):
     """Shared machinery: target handling, skorch training, prediction.
 
     Subclasses declare their ``__init__`` (every parameter of
@@ -89,49 +88,6 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
     def _layer_sizes(self):
         """The ``*hidden_sizes`` parameters, checked item by item, as the module takes them."""
         return {"hidden_sizes": check_hidden_sizes(self.hidden_sizes)}
-
-    def _check_threshold(self):
-        """``threshold`` as one number, or one per label for multilabel y."""
-        return check_threshold(
-            self.threshold, self.labels_ if self.task_ == "multilabel" else None
-        )
-
-    def _encode_target(self, y, label_names):
-        """Decide the task from ``y`` and return it as the loss expects it."""
-        if sparse.issparse(y):
-            y = y.toarray()
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] > 1:
-            check_multilabel_indicator(y, label_names)
-            self.task_ = "multilabel"
-            self.labels_ = (
-                np.asarray(label_names, dtype=object)
-                if label_names is not None
-                else np.arange(y.shape[1])
-            )
-            self.classes_ = [np.array([0, 1], dtype=y.dtype)] * y.shape[1]
-            self._y_dtype = y.dtype
-            return y.astype(np.float32)
-
-        y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        classes, encoded = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(
-                f"y has one class only ({classes[0]!r}); a classifier needs at "
-                "least 2 classes."
-            )
-        self.classes_ = classes
-        self.labels_ = classes
-        if len(classes) == 2:
-            self.task_ = "binary"
-            return encoded.astype(np.float32).reshape(-1, 1)
-        self.task_ = "multiclass"
-        return encoded.astype(np.int64)
-
-    @property
-    def _n_outputs(self):
-        return 1 if self.task_ == "binary" else len(self.labels_)
 
     def _criterion_class(self):
         import torch
@@ -249,11 +205,7 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
                 f"norm); got {X.shape[0]} sample."
             )
         y = self._encode_target(y, label_names)
-        if self.task_ == "multilabel":
-            prompt_labels = label_names
-        else:
-            prompt_labels = [str(c) for c in self.classes_]
-        self._prepare_extras(prompt_labels)
+        self._prepare_extras(self._prompt_labels(label_names))
         self._check_threshold()
         criterion, criterion_kwargs = self._criterion(y)
 
@@ -370,29 +322,6 @@ class BaseHeadClassifier(ClassifierMixin, BaseEstimator):
             proba = np.hstack([1.0 - proba, proba])
         return proba
 
-    def predict(self, X):
-        """Predicted 0/1 labels (multilabel) or class labels (1-D y).
-
-        A label is predicted when its probability reaches ``threshold``
-        (multilabel, and the positive class of a binary y); a multiclass y
-        takes the most probable class.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_labels) or (n_samples,)
-        """
-        proba = self.predict_proba(X)
-        if self.task_ == "multiclass":
-            return self.classes_[proba.argmax(axis=1)]
-        threshold = self._check_threshold()
-        if self.task_ == "binary":
-            return self.classes_[(proba[:, 1] >= threshold).astype(int)]
-        return (proba >= threshold).astype(self._y_dtype)
-
 
 class PromptFusionClassifier(BaseHeadClassifier):
     """Adds the ``prompts`` parameter: one embedding per label, fixed at fit."""
@@ -400,48 +329,15 @@ class PromptFusionClassifier(BaseHeadClassifier):
     _parameter_constraints: dict = {
         **BaseHeadClassifier._parameter_constraints,
         # None is refused at fit, with a message saying what to give.
-        "prompts": [None, "array-like", HasMethods(["fit_transform"])],
+        "prompts": PROMPT_CONSTRAINTS["prompts"],
     }
 
     def _prepare_extras(self, label_names):
-        if self.prompts is None:
-            raise ValueError(
-                f"{type(self).__name__} needs prompts: a PromptEnsembleEmbedder "
-                "(or another transformer turning label names into embeddings) or "
-                "an array of shape (n_labels, d_text)."
-            )
-        embedder = None
-        if hasattr(self.prompts, "fit_transform"):
-            # Names of y's columns (None for a bare array: the transformer's
-            # own labels) or of the classes of a 1-D y.
-            embedder = clone(self.prompts)
-            embeddings = embedder.fit_transform(label_names)
-        else:
-            embeddings = self.prompts
-        embeddings = check_array(embeddings, dtype=np.float32, input_name="prompts")
-        expected = len(self.labels_)
-        if embeddings.shape[0] != expected:
-            what = "labels" if self.task_ == "multilabel" else "classes"
-            embedder_labels = list(getattr(embedder, "labels_", None) or [])
-            if embedder is not None and label_names is None and embedder_labels:
-                shown = ", ".join(map(str, embedder_labels[:3]))
-                which = (
-                    f"the {len(NIH_PATHOLOGIES)} NIH ChestX-ray14 pathologies"
-                    if embedder_labels == list(NIH_PATHOLOGIES)
-                    else f"{len(embedder_labels)} labels"
-                )
-                raise ValueError(
-                    f"y has {expected} labels but no column names, so the prompt "
-                    f"embedder used its default labels, {which} ({shown}, ...). "
-                    "Pass y as a DataFrame whose "
-                    "columns name the labels, e.g. pd.DataFrame(y, columns=[...]), "
-                    "or give prompts as an array of one embedding per label."
-                )
-            raise ValueError(
-                f"prompts has {embeddings.shape[0]} rows but y has {expected} "
-                f"{what}; give one prompt embedding per {what[:-1]}, in the "
-                "order of y's columns."
-            )
+        embeddings, embedder = fit_label_embeddings(
+            self.prompts, label_names, len(self.labels_),
+            what="labels" if self.task_ == "multilabel" else "classes",
+            owner=type(self).__name__,
+        )
         self.prompt_embeddings_ = embeddings
         embedder_labels = getattr(embedder, "labels_", None)
         if self.task_ == "multilabel" and label_names is None and embedder_labels is not None:

@@ -386,7 +386,9 @@ def _solve(
     n_iter = 0
     if max_iter > 0:
         optimizer = torch.optim.LBFGS(
-            params, lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=0.0,
+            # Evaluations are not what stops it: max_iter is.
+            params, lr=1, max_iter=max_iter, max_eval=2 * max_iter + 10,
+            tolerance_grad=tol, tolerance_change=0.0,
             history_size=_LBFGS_HISTORY, line_search_fn="strong_wolfe",
         )
 
@@ -403,14 +405,17 @@ def _solve(
         loss.backward()
         gradient = max(float(p.grad.abs().max()) for p in params)
         if verbose:
-            print(f"L-BFGS: {n_iter} iterations, objective {float(loss):.6g}, "
+            print(f"L-BFGS: {n_iter} iterations, objective {loss.item():.6g}, "
                   f"largest gradient entry {gradient:.2e}")
+        # Fewer iterations with a larger gradient: no step decreased the
+        # objective any more, the float precision's limit.
         if n_iter >= max_iter and gradient > tol:
             warnings.warn(
-                f"L-BFGS stopped after max_iter={max_iter} iterations with a gradient "
-                f"entry of {gradient:.2e} > tol={tol:g}; increase max_iter.",
+                f"L-BFGS stopped after {n_iter} iterations (max_iter={max_iter}) with "
+                f"a gradient entry of {gradient:.2e} > tol={tol:g}: the weights are "
+                "not the optimum; increase max_iter.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of fit
             )
 
     def numpy(tensor_):

@@ -6,6 +6,7 @@ and adds to each zero-shot logit how much more an image resembles the
 label's positives than the cache as a whole.
 """
 
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -98,7 +99,7 @@ class TipAdapterClassifier(
     logit_scale_, logit_bias_ : float
     cache_keys_ : ndarray of shape (n_samples, n_features_in), float32
         The unit-norm training embeddings.
-    cache_values_ : ndarray of shape (n_samples, n_labels), float32
+    cache_values_ : ndarray of shape (n_samples, n_labels), float64
         ``v``.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
@@ -185,6 +186,7 @@ class TipAdapterClassifier(
         self
         """
         label_names = list(y.columns) if hasattr(y, "columns") else None
+        resolve_device(self.device)  # a device this machine lacks fails here
         X, y = validate_data(
             self, X, y, multi_output=True, dtype=[np.float64, np.float32]
         )
@@ -201,7 +203,7 @@ class TipAdapterClassifier(
         )
         unit = normalize(X.astype(np.float64))
         self.cache_keys_ = unit.astype(np.float32)
-        self.cache_values_ = values.astype(np.float32)
+        self.cache_values_ = values
         self.cache_scale_ = self._spread_ratio(unit)
         return self
 
@@ -223,11 +225,28 @@ class TipAdapterClassifier(
         # without positives) cannot be scaled: it is left out.
         return np.where(spread > 0, target / np.where(spread > 0, spread, 1.0), 0.0)
 
+    def _device(self):
+        """``device``, or the CPU where this machine lacks it (a fit elsewhere)."""
+        try:
+            return resolve_device(self.device)
+        except ValueError:
+            from skorch.exceptions import DeviceWarning
+
+            warnings.warn(
+                f"TipAdapterClassifier has device={self.device!r}, which this "
+                "machine does not have; its cache term is computed on the CPU.",
+                DeviceWarning,
+                stacklevel=5,  # the caller of predict_proba or decision_function
+            )
+            import torch
+
+            return torch.device("cpu")
+
     def _cache_term(self, unit):
         """``Σ_i φ(⟨f̂, f̂_i⟩) v_i`` for each row of ``unit``, float64, in blocks."""
         import torch
 
-        device = resolve_device(self.device)
+        device = self._device()
         # float64 on the CPU: a row's result does not depend on the rows beside
         # it. Accelerators are fast in float32 (and MPS has no float64).
         dtype = torch.float64 if device.type == "cpu" else torch.float32

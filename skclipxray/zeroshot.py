@@ -1,5 +1,6 @@
 """Zero-shot multilabel classification: image embeddings against label prompts."""
 
+import math
 import os
 from collections.abc import Mapping
 from numbers import Real
@@ -217,8 +218,11 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 device=self.device,
                 dtype=self.dtype,
             ).fit(labels)
-            # Unit-norm already: kept as the embedder made them.
-            return embedder.embeddings_, getattr(embedder, "negative_embeddings_", None)
+            negative = getattr(embedder, "negative_embeddings_", None)
+            # Normalised as prompts given in any other way are (the embedder's
+            # are unit-norm already, to float32 rounding): the zero-shot
+            # scores are then the same bits however the prompts came.
+            return normalize(embedder.embeddings_), None if negative is None else normalize(negative)
         changed = [
             name for name, default in _PROMPT_PARAMETERS.items()
             if not _is_default(getattr(self, name), default)
@@ -295,7 +299,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         backbone = load_backbone(self.model, device=self.device, dtype=self.dtype)
         # Python floats, not tensors: the fitted estimator must not hold torch
         # objects (pickles stay small and load on machines without a GPU).
-        self.scale_ = float(backbone.model.logit_scale.detach().float().exp().item())
+        self.scale_ = math.exp(backbone.model.logit_scale.detach().float().item())
         self.bias_ = float(backbone.model.logit_bias.detach().float().item())
         self.labels_ = np.asarray(labels, dtype=object)
         # One binary problem per label, as scikit-learn's multi-output

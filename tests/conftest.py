@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random SigLIP checkpoint, the bundled data, one torch thread,
 read-only files."""
 
+import math
 import os
 import shutil
 import subprocess
@@ -62,3 +63,27 @@ def _unwritable(path):
 def unwritable():
     """``with unwritable(path):`` makes a file or folder read-only for its duration."""
     return _unwritable
+
+
+#: logit_scale and logit_bias of the ``scored_model_dir`` checkpoint.
+LOGIT_SCALE, LOGIT_BIAS = math.log(8.0), -1.5
+
+
+@pytest.fixture(scope="session")
+def scored_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny checkpoint with a non-trivial logit scale and bias.
+
+    A freshly initialised SiglipModel has logit_scale = logit_bias = 0, which
+    would leave both untested.
+    """
+    import torch
+    from transformers import SiglipModel
+
+    folder = tmp_path_factory.mktemp("scored-siglip") / "checkpoint"
+    shutil.copytree(tiny_model_dir, folder)
+    model = SiglipModel.from_pretrained(folder)
+    with torch.no_grad():
+        model.logit_scale.fill_(LOGIT_SCALE)
+        model.logit_bias.fill_(LOGIT_BIAS)
+    model.save_pretrained(folder)
+    return folder

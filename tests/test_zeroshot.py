@@ -1,8 +1,6 @@
 """ZeroShotClassifier against SiglipModel's own logits; scikit-learn contracts."""
 
-import math
 import pickle
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -19,26 +17,7 @@ from skclipxray.labels import NIH_PATHOLOGIES
 from skclipxray.prompts import NEGATIVE_TEMPLATES, PromptEnsembleEmbedder
 from skclipxray.zeroshot import ZeroShotClassifier
 
-LOGIT_SCALE, LOGIT_BIAS = math.log(8.0), -1.5
-
-
-@pytest.fixture(scope="module")
-def scored_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny checkpoint with a non-trivial logit scale and bias.
-
-    A freshly initialised SiglipModel has logit_scale = logit_bias = 0, which
-    would leave both untested.
-    """
-    from transformers import SiglipModel
-
-    folder = tmp_path_factory.mktemp("scored-siglip") / "checkpoint"
-    shutil.copytree(tiny_model_dir, folder)
-    model = SiglipModel.from_pretrained(folder)
-    with torch.no_grad():
-        model.logit_scale.fill_(LOGIT_SCALE)
-        model.logit_bias.fill_(LOGIT_BIAS)
-    model.save_pretrained(folder)
-    return folder
+from conftest import LOGIT_BIAS, LOGIT_SCALE
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ ESTIMATORS = [
     # and prompts must have the width of the image embeddings. With prompts,
     # the same code runs with a zero-shot term added; its own tests cover it.
     TextAnchoredClassifier(device="cpu"),
-    TextAnchoredClassifier(anchor_weight=0.01, raw_features=False, device="cpu"),
+    TextAnchoredClassifier(anchor_weight=0.01, raw_features=True, device="cpu"),
     TipAdapterClassifier(device="cpu"),
     PromptSimilarity(HashPromptEmbedder(dim=CHECKPOINT_WIDTH)),
 ]

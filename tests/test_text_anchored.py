@@ -102,7 +102,8 @@ def test_untrained_equals_siglip_logits_per_image(scored_model_dir, head_class):
 # TextAnchoredClassifier against scikit-learn ------------------------------------------
 
 
-def test_anchor_weight_zero_is_a_plain_logistic_regression():
+@pytest.mark.parametrize("raw_features", [False, True])
+def test_anchor_weight_zero_is_a_plain_logistic_regression(raw_features):
     # Labels drawn from a logistic model: not separable, so the unpenalised
     # optimum is unique and both solvers can reach it.
     rng = np.random.default_rng(0)
@@ -110,10 +111,10 @@ def test_anchor_weight_zero_is_a_plain_logistic_regression():
     Y = (rng.random((600, 3)) < expit(X @ rng.normal(size=(6, 3)) - 4.0)).astype(int)
     prompts = rng.normal(size=(3, 6))
     head = TextAnchoredClassifier(
-        prompts, logit_scale=np.log(10.0), anchor_weight=0.0, tol=1e-8, max_iter=5000,
-        device="cpu",
+        prompts, logit_scale=np.log(10.0), anchor_weight=0.0, raw_features=raw_features,
+        tol=1e-8, max_iter=5000, device="cpu",
     ).fit(X, Y)
-    G = _features(X)
+    G = _features(X) if raw_features else StandardScaler().fit_transform(normalize(X))
     for k in range(3):
         reference = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(G, Y[:, k])
         np.testing.assert_allclose(
@@ -141,7 +142,9 @@ def test_a_multiclass_y_is_a_multinomial_logistic_regression(world):
     X, Y, _ = world
     y = Y.to_numpy().argmax(axis=1)  # three classes
     lam = 0.01
-    head = TextAnchoredClassifier(anchor_weight=lam, tol=1e-10, device="cpu").fit(X, y)
+    head = TextAnchoredClassifier(
+        anchor_weight=lam, raw_features=True, tol=1e-10, device="cpu"
+    ).fit(X, y)
     reference = LogisticRegression(C=1 / (2 * len(X) * lam), tol=1e-12, max_iter=10_000)
     reference.fit(_features(X), y)
     np.testing.assert_allclose(
@@ -203,9 +206,9 @@ def test_a_stronger_anchor_keeps_the_head_nearer_zero_shot(world):
 def test_per_label_anchor_weights(world):
     X, Y, prompts = world
     head = TextAnchoredClassifier(
-        prompts, logit_scale=2.0, anchor_weight=[100.0, 1e-3, 0.5], device="cpu"
+        prompts, logit_scale=2.0, anchor_weight=[100.0, 0.01, 0.5], device="cpu"
     ).fit(X, Y)
-    np.testing.assert_array_equal(head.anchor_weight_, [100.0, 1e-3, 0.5])
+    np.testing.assert_array_equal(head.anchor_weight_, [100.0, 0.01, 0.5])
     # The first label is held near zero-shot, the second is free to move.
     assert np.abs(head.coef_[0]).max() < 0.01 * np.abs(head.coef_[1]).max()
 

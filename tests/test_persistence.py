@@ -30,7 +30,10 @@ from skclipxray import (
     BaselineClassifier,
     ConcatFusionClassifier,
     PromptEnsembleEmbedder,
+    PromptSimilarity,
     SigLIPImageEmbedder,
+    TextAnchoredClassifier,
+    TipAdapterClassifier,
     WeightedSumClassifier,
     ZeroShotClassifier,
 )
@@ -179,7 +182,12 @@ def test_loading_leaves_the_global_torch_rng_untouched(fitted_heads, tmp_path):
 
 def test_pickles_of_fitted_heads_hold_no_torch_objects(fitted_heads, tiny_model_dir, data):
     X, Y = data
-    estimators = [*fitted_heads.values(), ZeroShotClassifier(tiny_model_dir).fit(X, Y)]
+    prompts = PromptEnsembleEmbedder(tiny_model_dir, device="cpu")
+    estimators = [
+        *fitted_heads.values(), ZeroShotClassifier(tiny_model_dir).fit(X, Y),
+        TextAnchoredClassifier(prompts, device="cpu").fit(X, Y),
+        TipAdapterClassifier(prompts, device="cpu").fit(X, Y),
+    ]
     for estimator in estimators:
         modules = {module.split(".")[0] for module, _ in _modules_in_pickle(
             pickle.dumps(estimator))}
@@ -194,9 +202,13 @@ def test_trusted_types_are_exactly_what_the_estimators_need(fitted_heads, tiny_m
     """TRUSTED_TYPES lists each type skops does not trust that some estimator
     needs, and nothing else (but the other platforms' spellings of paths)."""
     X, Y = data
+    prompts = PromptEnsembleEmbedder(tiny_model_dir, device="cpu")
     estimators = [
         *fitted_heads.values(),
         ZeroShotClassifier(tiny_model_dir).fit(X, Y),
+        TextAnchoredClassifier(prompts, device="cpu").fit(X, Y),
+        TipAdapterClassifier(prompts, device="cpu").fit(X, Y),
+        PromptSimilarity(prompts).fit(X, Y),
         PromptEnsembleEmbedder(tiny_model_dir).fit(LABELS),
         SigLIPImageEmbedder(tiny_model_dir).fit(),
     ]

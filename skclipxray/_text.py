@@ -47,7 +47,9 @@ PROMPT_CONSTRAINTS = {
 }
 
 
-def fit_label_embeddings(prompts, label_names, n_expected, *, what, owner):
+def fit_label_embeddings(
+    prompts, label_names, n_expected, *, what, owner, counted_by="y has"
+):
     """Embed the label names with ``prompts``, or check the embeddings given.
 
     Parameters
@@ -63,6 +65,9 @@ def fit_label_embeddings(prompts, label_names, n_expected, *, what, owner):
         What the rows stand for, in messages.
     owner : str
         The estimator's name, in messages.
+    counted_by : str, default="y has"
+        What gave ``n_expected``, in messages ("prompts has 3 rows but y has
+        2 labels").
 
     Returns
     -------
@@ -101,11 +106,11 @@ def fit_label_embeddings(prompts, label_names, n_expected, *, what, owner):
             "embedding per label."
         )
     one, order = ("label", "columns") if what == "labels" else ("class", "classes")
+    order = f"y's {order}" if counted_by == "y has" else "their names"
     raise ValueError(
-        f"prompts has {embeddings.shape[0]} rows but y has {n_expected} {what}; "
-        f"give one prompt embedding per {one}, in the order of y's {order}."
+        f"prompts has {embeddings.shape[0]} rows but {counted_by} {n_expected} "
+        f"{what}; give one prompt embedding per {one}, in the order of {order}."
     )
-
 
 @dataclass(frozen=True)
 class LabelPrompts:
@@ -143,7 +148,7 @@ class LabelPrompts:
 
 def fit_label_prompts(
     prompts, label_names, n_expected, *, logit_scale, logit_bias, what, owner,
-    need_scale=True,
+    need_scale=True, counted_by="y has",
 ):
     """The prompts of an estimator that scores images against them.
 
@@ -154,7 +159,7 @@ def fit_label_prompts(
         :class:`~skclipxray.prompts.PromptEnsembleEmbedder` brings its
         checkpoint's ``logit_scale_`` and ``logit_bias_``, and
         ``negative_embeddings_`` when it has negative templates.
-    label_names, n_expected, what, owner
+    label_names, n_expected, what, owner, counted_by
         As in :func:`fit_label_embeddings`.
     logit_scale, logit_bias : float or None
         Override the embedder's; required with an array (or a transformer
@@ -169,7 +174,7 @@ def fit_label_prompts(
     LabelPrompts
     """
     positive, embedder = fit_label_embeddings(
-        prompts, label_names, n_expected, what=what, owner=owner
+        prompts, label_names, n_expected, what=what, owner=owner, counted_by=counted_by
     )
     if logit_scale is None:
         logit_scale = getattr(embedder, "logit_scale_", None)

@@ -144,6 +144,7 @@ class PromptSimilarity(TransformerMixin, BaseEstimator):
             self.prompts, names, None if names is None else len(names),
             logit_scale=self.logit_scale, logit_bias=self.logit_bias,
             what="labels", owner=owner, need_scale=self.output == "logit",
+            counted_by="labels= names" if self.labels is not None else "y has",
         )
         check_prompt_width(X.shape[1], prompts.positive, owner)
         if names is None:

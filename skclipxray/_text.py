@@ -112,6 +112,7 @@ def fit_label_embeddings(
         f"{what}; give one prompt embedding per {one}, in the order of {order}."
     )
 
+
 @dataclass(frozen=True)
 class LabelPrompts:
     """Unit-norm prompt embeddings with the checkpoint's scale and bias.

@@ -240,10 +240,9 @@ class TextAnchoredClassifier(
         return tags
 
     # ------------------------------------------------------------ features
-    def _features(self, X, unit):
-        """``g(f)``: the standardised unit-norm embedding, then the standardised raw one."""
-        features = np.hstack([unit, X]) if self.raw_features else unit
-        return self.feature_scaler_.transform(features)
+    def _unscaled_features(self, X, unit):
+        """``g(f)`` before standardisation: ``f̂``, then ``f`` with ``raw_features``."""
+        return np.hstack([unit, X]) if self.raw_features else unit
 
     # ------------------------------------------------------------- penalty
     def _penalty(self, targets, zero_shot):
@@ -308,6 +307,7 @@ class TextAnchoredClassifier(
         self
         """
         label_names = list(y.columns) if hasattr(y, "columns") else None
+        device = resolve_device(self.device)  # a device this machine lacks fails here
         X, y = validate_data(
             self, X, y, multi_output=True, dtype=[np.float64, np.float32]
         )
@@ -323,15 +323,13 @@ class TextAnchoredClassifier(
         # Every feature at unit variance: the penalty then weighs all
         # directions alike, whatever the checkpoint's geometry, and so means
         # the same for every checkpoint (constant features stay at 0).
-        self.feature_scaler_ = StandardScaler().fit(
-            np.hstack([unit, X]) if self.raw_features else unit
-        )
+        features = self._unscaled_features(X, unit)
+        self.feature_scaler_ = StandardScaler().fit(features)
         coef, intercept, text_scale, self.n_iter_ = _solve(
-            self._features(X, unit), zero_shot, targets, self.anchor_weight_,
-            multilabel=self.task_ == "multilabel",
+            self.feature_scaler_.transform(features), zero_shot, targets,
+            self.anchor_weight_, multilabel=self.task_ == "multilabel",
             learn_text_scale=self.learn_text_scale and hasattr(self, "prompt_embeddings_"),
-            max_iter=self.max_iter, tol=self.tol, device=resolve_device(self.device),
-            verbose=self.verbose,
+            max_iter=self.max_iter, tol=self.tol, device=device, verbose=self.verbose,
         )
         self.coef_, self.intercept_, self.text_scale_ = coef, intercept, text_scale
         return self
@@ -345,7 +343,7 @@ class TextAnchoredClassifier(
         unit = normalize(X)
         return (
             self.text_scale_ * self._zero_shot(unit)
-            + self._features(X, unit) @ self.coef_.T
+            + self.feature_scaler_.transform(self._unscaled_features(X, unit)) @ self.coef_.T
             + self.intercept_
         )
 

@@ -24,6 +24,8 @@ _DEMO_SETTINGS = {
     "hidden_sizes": [128, 64],
     "max_epochs": 40,
     "train_sizes": [25, 50, 100],
+    "shots": [1, 4, 16, "all"],
+    "n_draws": 2,
 }
 
 _RANDOM_MODEL_NOTICE = (
@@ -52,6 +54,29 @@ def _add_option(parser, *flags, help, **kwargs):
     parser.add_argument(*flags, help=help, **kwargs)
 
 
+def _positive_int(text):
+    """An argparse type: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _shot(text):
+    """A value of ``--shots``: a positive integer, or ``all`` (the whole training set)."""
+    if text == "all":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a positive integer nor 'all'"
+        ) from None
+
+
 def _experiment_defaults():
     """The defaults of :class:`~skclipxray.experiment.ExperimentConfig`, by field."""
     from .experiment import ExperimentConfig
@@ -73,6 +98,13 @@ def _add_experiment_options(parser, defaults):
     _add_option(parser, "--train-sizes", type=int, nargs="+",
                 default=list(defaults["train_sizes"]),
                 help="also compare the heads at these training-set sizes")
+    _add_option(parser, "--shots", type=_shot, nargs="*", default=list(defaults["shots"]),
+                help="label-efficiency sweep: retrain every model on balanced draws of "
+                "the training patients with this many positives per label, 'all' being "
+                "the whole training set; the option alone skips the sweep")
+    _add_option(parser, "--n-draws", type=_positive_int, default=defaults["n_draws"],
+                help="draws per number of positives in the sweep, each with its own "
+                "seed; 'all' is drawn once")
     _add_option(parser, "--hidden-sizes", type=int, nargs="+",
                 default=list(defaults["hidden_sizes"]), help="hidden layers of every head")
     _add_option(parser, "--max-epochs", type=int, default=defaults["max_epochs"],
@@ -94,7 +126,8 @@ def _config(args, nih_root, model, out_dir, metadata=None):
     return ExperimentConfig(
         nih_root=str(nih_root), out_dir=str(out_dir), metadata=metadata, model=str(model),
         n_per_label=args.n_per_label, test_size=args.test_size,
-        train_sizes=list(args.train_sizes), views=getattr(args, "views", "all"),
+        train_sizes=list(args.train_sizes), shots=list(args.shots), n_draws=args.n_draws,
+        views=getattr(args, "views", "all"),
         follow_up=getattr(args, "follow_up", "all"), cache=args.cache,
         hidden_sizes=tuple(args.hidden_sizes), max_epochs=args.max_epochs,
         device=args.device, dtype=args.dtype, embed_batch_size=args.batch_size,

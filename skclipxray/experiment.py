@@ -19,7 +19,10 @@ import numpy as np
 
 from ._backbone import DEFAULT_MODEL
 
-__all__ = ["ExperimentConfig", "random_like", "run_experiment"]
+__all__ = ["ALL_SHOTS", "ExperimentConfig", "random_like", "run_experiment"]
+
+#: The value of :attr:`ExperimentConfig.shots` that means the whole training set.
+ALL_SHOTS = "all"
 
 
 @dataclass
@@ -42,6 +45,15 @@ class ExperimentConfig:
         Fraction of patients held out for evaluation.
     train_sizes : list of int, optional
         Training-set sizes for the learning-curve comparison.
+    shots : list of int or "all"
+        Positives per label of the label-efficiency sweep: each head is
+        trained on :func:`~skclipxray.datasets.balanced_subset` draws of the
+        training patients with that many positives per label, and evaluated
+        on the test patients. :data:`ALL_SHOTS` (``"all"``) is the whole
+        training set. Empty: no sweep.
+    n_draws : int
+        Draws (seeds) per number of positives in the sweep; ``"all"`` is
+        drawn once, since every draw would hold the same images.
     views, follow_up : str
         Passed to :func:`~skclipxray.datasets.load_nih_chestxray14`.
     cache : str, optional
@@ -65,6 +77,8 @@ class ExperimentConfig:
     n_per_label: int = 200
     test_size: float = 0.25
     train_sizes: list = field(default_factory=list)
+    shots: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, ALL_SHOTS])
+    n_draws: int = 5
     views: str = "all"
     follow_up: str = "all"
     cache: str = None
@@ -108,9 +122,18 @@ def random_like(embeddings, random_state=None):
     return noise * np.linalg.norm(embeddings, axis=1, keepdims=True)
 
 
-def _heads(config, prompt_embeddings):
-    """The classifiers compared, by name; fusion heads come with their control."""
+def _heads(config, prompts):
+    """The classifiers compared, by name; each text-using head comes with its control.
+
+    ``prompts`` is the fitted :class:`~skclipxray.PromptEnsembleEmbedder`: its
+    embeddings, and the checkpoint's logit scale and bias that it brings, for
+    the heads that turn cosines into logits. A control gets random prompts
+    (:func:`random_like`) and the same scale and bias, so that it differs from
+    its head by the text only.
+    """
     from .classifiers import BaselineClassifier, ConcatFusionClassifier, WeightedSumClassifier
+    from .text_anchored import TextAnchoredClassifier
+    from .tip_adapter import TipAdapterClassifier
     from .zeroshot import ZeroShotClassifier
 
     common = dict(
@@ -120,17 +143,59 @@ def _heads(config, prompt_embeddings):
         device=config.device,
         random_state=config.random_state,
     )
-    control = random_like(prompt_embeddings, config.random_state)
+    scaled = dict(
+        logit_scale=prompts.logit_scale_, logit_bias=prompts.logit_bias_,
+        device=config.device,
+    )
+    text = prompts.embeddings_
+    control = random_like(text, config.random_state)
     return {
         "zero-shot": ZeroShotClassifier(
             config.model, device=config.device, dtype=config.dtype
         ),
         "baseline": BaselineClassifier(**common),
-        "concat-fusion": ConcatFusionClassifier(prompts=prompt_embeddings, **common),
+        "concat-fusion": ConcatFusionClassifier(prompts=text, **common),
         "concat-fusion (random prompts)": ConcatFusionClassifier(prompts=control, **common),
-        "weighted-sum": WeightedSumClassifier(prompts=prompt_embeddings, **common),
+        "weighted-sum": WeightedSumClassifier(prompts=text, **common),
         "weighted-sum (random prompts)": WeightedSumClassifier(prompts=control, **common),
+        "text-anchored": TextAnchoredClassifier(text, **scaled),
+        "text-anchored (random prompts)": TextAnchoredClassifier(control, **scaled),
+        "tip-adapter": TipAdapterClassifier(text, **scaled),
+        "tip-adapter (random prompts)": TipAdapterClassifier(control, **scaled),
     }
+
+
+def _check_sweep(shots, n_draws):
+    """The label-efficiency settings, sorted and without repeats; raise on bad ones.
+
+    Checked before anything is loaded, so that a typo does not surface after
+    the embedding.
+    """
+    if isinstance(shots, str) or not hasattr(shots, "__iter__"):
+        raise ValueError(
+            f"shots must be a list of positive ints and {ALL_SHOTS!r}, got {shots!r}."
+        )
+    for value in shots:
+        if value != ALL_SHOTS and (
+            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+        ):
+            raise ValueError(
+                f"shots must hold positive ints and {ALL_SHOTS!r} (the whole training "
+                f"set), got {value!r}."
+            )
+    if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive int, got {n_draws!r}.")
+    numbers = sorted({int(value) for value in shots if value != ALL_SHOTS})
+    return numbers + [ALL_SHOTS] * (ALL_SHOTS in shots)
+
+
+def _draw_seed(random_state, draw):
+    """The seed of draw ``draw`` of the sweep: the same for every number of positives.
+
+    :class:`numpy.random.SeedSequence` mixes the two, so that the seeds of
+    neighbouring experiments (random_state 0 and 1) do not share draws.
+    """
+    return int(np.random.SeedSequence([random_state, draw]).generate_state(1)[0])
 
 
 def _evaluate(Y_test, proba):
@@ -175,8 +240,13 @@ def run_experiment(config, *, log=print):
 
     Steps: load the metadata and keep the images on disk; draw a balanced
     subset; split it by patient; embed every image once (cached); fit the
-    zero-shot floor, the three heads and the random-prompt controls on the
-    training embeddings; evaluate on the held-out patients.
+    zero-shot floor, the heads that learn from the training embeddings
+    (baseline, concat-fusion, weighted-sum, text-anchored, and tip-adapter,
+    which caches them) and the random-prompt controls of the text-using ones;
+    evaluate on the held-out patients. Then the label-efficiency sweep: refit every model on
+    balanced draws of the training patients with ``config.shots`` positives
+    per label, ``config.n_draws`` draws each, and evaluate each on the same
+    held-out patients.
 
     Files written to ``config.out_dir``:
 
@@ -185,6 +255,17 @@ def run_experiment(config, *, log=print):
     - ``roc_curves.png``: one panel per pathology, every model overlaid;
     - ``train_sizes.csv`` / ``train_sizes.md`` / ``train_sizes.png`` when
       ``config.train_sizes`` is given;
+    - ``label_efficiency.csv``: one row per number of positives per label and
+      model: ``n_positives_per_label`` (an int, or ``"all"``), ``model``,
+      ``n_draws``, the mean, standard deviation and 95% t-interval of the
+      macro ROC AUC across draws (``roc_auc_macro_mean``, ``_sd``,
+      ``_ci95_low``, ``_ci95_high``; NaN with one draw), the mean training
+      images ``n_train_mean`` and positives per label
+      ``positives_per_label_mean`` of the draws; ``label_efficiency_draws.csv``:
+      the same per draw, with its seed; ``label_efficiency.md``: the means and
+      interval half-widths, one column per model; ``label_efficiency.png``
+      (:func:`~skclipxray.plotting.plot_label_efficiency`). Written unless
+      ``config.shots`` is empty;
     - ``subset.csv``: the images used, with split and labels;
     - ``config.json``; ``models/NAME.skops``: fitted pipelines (images in,
       probabilities out), loadable with :func:`skclipxray.persistence.load`;
@@ -214,6 +295,7 @@ def run_experiment(config, *, log=print):
     from .plotting import plot_roc_curves
     from .prompts import PromptEnsembleEmbedder
 
+    shots = _check_sweep(config.shots, config.n_draws)
     out_dir = Path(config.out_dir)
     (out_dir / "models").mkdir(parents=True, exist_ok=True)
     cache = config.cache or str(out_dir / "embeddings.sqlite")
@@ -254,8 +336,8 @@ def run_experiment(config, *, log=print):
         f"({embedder.n_embedded_} computed, {embedder.n_cached_} from the cache {cache}).")
 
     prompts = PromptEnsembleEmbedder(config.model, device=config.device, dtype=config.dtype)
-    prompt_embeddings = prompts.fit_transform(list(Y.columns))
-    heads = _heads(config, prompt_embeddings)
+    prompts.fit(list(Y.columns))
+    heads = _heads(config, prompts)
 
     X_train, X_test = X[train], X[test]
     Y_train, Y_test = Y.iloc[train], Y.iloc[test]
@@ -287,6 +369,10 @@ def run_experiment(config, *, log=print):
 
     if config.train_sizes:
         _train_size_curve(config, heads, X_train, Y_train, X_test, Y_test, out_dir, log)
+    if shots:
+        _label_efficiency(
+            config, shots, heads, X_train, Y_train, X_test, Y_test, out_dir, log
+        )
     return metrics
 
 
@@ -325,3 +411,102 @@ def _train_size_curve(config, heads, X_train, Y_train, X_test, Y_test, out_dir, 
     plot_train_size_curves(table, path=out_dir / "train_sizes.png")
     return curve
 
+
+def _label_efficiency(config, shots, heads, X_train, Y_train, X_test, Y_test, out_dir, log):
+    """Refit every head on balanced draws of the training set; summarise across draws.
+
+    The draws come from the training patients only, so that the test patients
+    are those of the main comparison. Draw ``d`` of every number of positives
+    uses the seed :func:`_draw_seed` ``(random_state, d)``, for the subset and
+    for the heads that take a ``random_state``.
+    """
+    import pandas as pd
+    from sklearn.base import clone
+
+    from .datasets import balanced_subset
+    from .plotting import plot_label_efficiency
+
+    rows = []
+    for k in shots:
+        cell = []
+        for draw in range(1 if k == ALL_SHOTS else config.n_draws):
+            seed = _draw_seed(config.random_state, draw)
+            if k == ALL_SHOTS:
+                chosen = np.arange(len(X_train))
+            else:
+                chosen, _ = balanced_subset(Y_train, k, random_state=seed)
+            X_draw, Y_draw = X_train[chosen], Y_train.iloc[chosen]
+            common = dict(
+                n_positives_per_label=k, draw=draw, seed=seed, n_train=len(chosen),
+                positives_per_label=float(Y_draw.sum(axis=0).mean()),
+            )
+            for name, head in heads.items():
+                head = clone(head)
+                if "random_state" in head.get_params():
+                    head.set_params(random_state=seed)
+                head.fit(X_draw, Y_draw)
+                _, summary = _evaluate(Y_test, head.predict_proba(X_test))
+                cell.append({**common, "model": name, "roc_auc_macro": summary["roc_auc_macro"]})
+        rows += cell
+        done = _across_draws(pd.DataFrame(cell))
+        what = ("the whole training set" if k == ALL_SHOTS
+                else f"{k} positive{'s' * (k > 1)} per label")
+        n = int(done["n_draws"].iat[0])
+        log(f"{what} ({n} draw{'s' * (n > 1)}, {done['n_train_mean'].iat[0]:.0f} training "
+            "images on average): mean macro ROC AUC "
+            + ", ".join(f"{m} {v:.3f}" for m, v in zip(done["model"], done["roc_auc_macro_mean"])))
+    draws = pd.DataFrame(rows)
+    draws.to_csv(out_dir / "label_efficiency_draws.csv", index=False)
+    summary = _across_draws(draws)
+    summary.to_csv(out_dir / "label_efficiency.csv", index=False)
+    (out_dir / "label_efficiency.md").write_text(_label_efficiency_markdown(summary))
+    plot_label_efficiency(summary, path=out_dir / "label_efficiency.png")
+    return summary
+
+
+def _across_draws(draws):
+    """Mean, sd and 95% t-interval of the macro ROC AUC across the draws of each cell.
+
+    The interval is ``mean ± t(0.975, n - 1) * sd / sqrt(n)`` over the ``n``
+    draws: it is about the draw of the training images (and the heads' seeds),
+    the test set being fixed. One draw gives NaN.
+    """
+    from scipy import stats
+
+    grouped = draws.groupby(["n_positives_per_label", "model"], sort=False)
+    summary = grouped.agg(
+        n_draws=("roc_auc_macro", "size"),
+        roc_auc_macro_mean=("roc_auc_macro", "mean"),
+        roc_auc_macro_sd=("roc_auc_macro", "std"),
+        n_train_mean=("n_train", "mean"),
+        positives_per_label_mean=("positives_per_label", "mean"),
+    ).reset_index()
+    n = summary["n_draws"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stats.t.ppf(0.975, n - 1) * summary["roc_auc_macro_sd"] / np.sqrt(n)
+    summary.insert(5, "roc_auc_macro_ci95_low", summary["roc_auc_macro_mean"] - half)
+    summary.insert(6, "roc_auc_macro_ci95_high", summary["roc_auc_macro_mean"] + half)
+    return summary
+
+
+def _label_efficiency_markdown(summary):
+    """One row per number of positives, one column per model: mean ± interval half-width."""
+    import pandas as pd
+
+    half = (summary["roc_auc_macro_ci95_high"] - summary["roc_auc_macro_mean"]).to_numpy()
+    cells = [
+        f"{mean:.3f}" if np.isnan(h) else f"{mean:.3f} ± {h:.3f}"
+        for mean, h in zip(summary["roc_auc_macro_mean"], half)
+    ]
+    shots = summary["n_positives_per_label"].astype(str)
+    table = summary.assign(cell=cells, shots=shots).pivot(
+        index="shots", columns="model", values="cell"
+    )
+    table = table.loc[shots.unique(), summary["model"].unique()]  # the sweep's order
+    n_train = summary.groupby(shots, sort=False)["n_train_mean"].first()
+    table.insert(0, "training images", [f"{n:.0f}" for n in n_train[table.index]])
+    return (
+        "Macro ROC AUC on the held-out patients: mean across draws of the training "
+        "images ± half-width of the 95% t-interval (a single value: one draw).\n\n"
+        + _to_markdown(pd.DataFrame(table).rename_axis("positives per label"))
+    )

@@ -35,6 +35,7 @@ __all__ = [
     "CHANCE_GID",
     "MODEL_ORDER",
     "plot_label_cooccurrence",
+    "plot_label_efficiency",
     "plot_label_frequency",
     "plot_roc_curves",
     "plot_train_size_curves",
@@ -51,6 +52,10 @@ MODEL_ORDER = (
     "concat-fusion (random prompts)",
     "weighted-sum",
     "weighted-sum (random prompts)",
+    "text-anchored",
+    "text-anchored (random prompts)",
+    "tip-adapter",
+    "tip-adapter (random prompts)",
 )
 
 
@@ -403,6 +408,116 @@ def plot_train_size_curves(
     ax.minorticks_off()
     ax.set_xticks(table.index, [f"{size:,}" for size in table.index])
     ax.set_xlabel("training images")
+    ax.set_ylabel(metric)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), borderaxespad=0, fontsize="small")
+    return _save(figure, path, dpi)
+
+
+#: Columns :func:`plot_label_efficiency` needs; the interval and
+#: ``positives_per_label_mean`` are drawn or used when present.
+_LABEL_EFFICIENCY_COLUMNS = ("n_positives_per_label", "model", "roc_auc_macro_mean")
+
+
+def plot_label_efficiency(
+    table, *, metric="ROC AUC (macro, held-out patients)", path=None, ax=None, dpi=120
+):
+    """One line per model: mean score against positives per label, with its interval.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per number of positives and model, as ``label_efficiency.csv``
+        of ``skclipxray experiment``: ``n_positives_per_label`` (an int, or
+        ``"all"`` for the whole training set), ``model`` and
+        ``roc_auc_macro_mean``; with ``roc_auc_macro_ci95_low`` and
+        ``roc_auc_macro_ci95_high``, the interval is drawn as a band (none
+        where it is NaN). ``"all"`` is placed at its
+        ``positives_per_label_mean`` when that column is there and lies right
+        of the other points, else at twice the largest number.
+    metric : str
+        Label of the y axis.
+    path : str or path-like, optional
+        Where to save the figure. Without ``ax``, the figure is then made
+        without pyplot.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw into. By default, a new figure.
+    dpi : int, default=120
+        Resolution of the saved file.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A log x axis, ticked at the numbers of positives (and "all"); one
+        line per model in the model's colour (dashed for a random-prompt
+        control, whose line often lies on its head's), its band in the same
+        colour, and a legend to the right of the axes.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"n_positives_per_label": [1, 4, "all"],
+    ...                       "model": ["baseline"] * 3,
+    ...                       "roc_auc_macro_mean": [0.55, 0.62, 0.71]})
+    >>> fig = plot_label_efficiency(table)
+    >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    ['1', '4', 'all']
+    """
+    missing = [c for c in _LABEL_EFFICIENCY_COLUMNS if c not in getattr(table, "columns", ())]
+    if missing:
+        raise ValueError(
+            f"table has no column {', '.join(map(repr, missing))}; pass the table of "
+            "label_efficiency.csv (columns n_positives_per_label, model, "
+            "roc_auc_macro_mean)."
+        )
+    shots = table["n_positives_per_label"].astype(str)
+    is_all = (shots == "all").to_numpy()
+    try:
+        numbers = shots[~is_all].astype(int)
+    except ValueError as exc:
+        raise ValueError(
+            "table['n_positives_per_label'] must hold positive ints and 'all'; "
+            f"{exc}"
+        ) from None
+    if (numbers < 1).any():
+        raise ValueError("table['n_positives_per_label'] must hold positive ints and 'all'.")
+    x = np.zeros(len(table))
+    x[~is_all] = numbers
+    largest = numbers.max() if len(numbers) else 1
+    if is_all.any():
+        at = 2.0 * largest
+        if "positives_per_label_mean" in table:
+            actual = float(table["positives_per_label_mean"][is_all].mean())
+            at = actual if actual > largest or not len(numbers) else at
+        x[is_all] = at
+    has_band = {"roc_auc_macro_ci95_low", "roc_auc_macro_ci95_high"} <= set(table.columns)
+
+    figure, ax = _figure_and_axes(ax, path, (8, 4.5))
+    models = list(dict.fromkeys(table["model"].astype(str)))
+    colors = _model_colors(models)
+    names = table["model"].astype(str).to_numpy()
+    for name in models:
+        rows = np.flatnonzero(names == name)
+        rows = rows[np.argsort(x[rows], kind="stable")]
+        ax.plot(
+            x[rows], table["roc_auc_macro_mean"].to_numpy(float)[rows], marker="o",
+            label=name, color=colors[name],
+            linestyle="--" if name.endswith("(random prompts)") else "-",
+        )
+        if has_band:
+            ax.fill_between(
+                x[rows], table["roc_auc_macro_ci95_low"].to_numpy(float)[rows],
+                table["roc_auc_macro_ci95_high"].to_numpy(float)[rows],
+                color=colors[name], alpha=0.15, linewidth=0, label="_nolegend_",
+            )
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ticks = sorted(set(x[~is_all].tolist()))
+    labels = [f"{int(tick):,}" for tick in ticks]
+    if is_all.any():
+        ticks.append(x[is_all][0])
+        labels.append("all")
+    ax.set_xticks(ticks, labels)
+    ax.set_xlabel("positives per label in the training set")
     ax.set_ylabel(metric)
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), borderaxespad=0, fontsize="small")
     return _save(figure, path, dpi)

@@ -13,12 +13,13 @@ import pytest
 import skclipxray.experiment
 import skclipxray.testing
 from skclipxray import SigLIPImageEmbedder, load_backbone
-from skclipxray.cli import build_parser, main
+from skclipxray.cli import _config, build_parser, main
 from skclipxray.experiment import ExperimentConfig
 from skclipxray.persistence import load
 from skclipxray.testing import make_synthetic_nih
 
-FAST = ["--max-epochs", "3", "--hidden-sizes", "16", "--n-per-label", "6"]
+FAST = ["--max-epochs", "3", "--hidden-sizes", "16", "--n-per-label", "6",
+        "--shots", "2", "all", "--n-draws", "1"]
 PROMISED = [
     "config.json",
     "metrics.csv",
@@ -29,6 +30,10 @@ PROMISED = [
     "train_sizes.csv",
     "train_sizes.md",
     "train_sizes.png",
+    "label_efficiency.csv",
+    "label_efficiency_draws.csv",
+    "label_efficiency.md",
+    "label_efficiency.png",
     "embeddings.sqlite",
 ]
 MODELS = [
@@ -38,6 +43,10 @@ MODELS = [
     "concat-fusion (random prompts)",
     "weighted-sum",
     "weighted-sum (random prompts)",
+    "text-anchored",
+    "text-anchored (random prompts)",
+    "tip-adapter",
+    "tip-adapter (random prompts)",
 ]
 
 
@@ -107,8 +116,10 @@ def test_experiment_help_shows_the_defaults_of_the_config_and_the_embedder():
     assert experiment.max_epochs == config.max_epochs
     assert experiment.batch_size == config.embed_batch_size
     assert experiment.model == config.model
-    for option in ("test_size", "device", "dtype", "random_state", "views", "follow_up"):
+    for option in ("test_size", "device", "dtype", "random_state", "views", "follow_up",
+                   "shots", "n_draws"):
         assert getattr(experiment, option) == getattr(config, option), option
+    assert config.shots == [1, 2, 4, 8, 16, 32, 64, "all"]
     embed = parsers["embed"].parse_args(["x.png", "--out", "x.csv"])
     for option in ("model", "device", "dtype", "batch_size"):
         assert getattr(embed, option) == getattr(embedder, option), option
@@ -141,6 +152,8 @@ def test_demo_help_shows_what_the_demo_runs(tmp_path, tiny_model_dir, monkeypatc
     assert shown["--hidden-sizes"] == _typed(config.hidden_sizes) == "128 64"
     assert shown["--max-epochs"] == str(config.max_epochs) == "40"
     assert shown["--train-sizes"] == _typed(config.train_sizes) == "25 50 100"
+    assert shown["--shots"] == _typed(config.shots) == "1 4 16 all"
+    assert shown["--n-draws"] == str(config.n_draws) == "2"
     assert shown["--test-size"] == str(config.test_size)
     assert shown["--batch-size"] == str(config.embed_batch_size)
     assert shown["--random-state"] == str(config.random_state)
@@ -169,6 +182,33 @@ def test_every_training_set_size_of_the_demo_fits_its_training_set(
         random_state=config.random_state,
     )
     assert max(config.train_sizes) < len(train)
+    # Every number of positives of the sweep draws fewer than the training set holds.
+    fewest = data.Y.iloc[train].sum(axis=0).min()
+    assert max(k for k in config.shots if k != "all") < fewest
+
+
+@pytest.mark.parametrize("argv, shots, n_draws", [
+    (["--shots", "1", "4", "all"], [1, 4, "all"], 5),
+    (["--shots", "all", "--n-draws", "3"], ["all"], 3),
+    (["--shots"], [], 5),  # no sweep
+])
+def test_shots_and_draws_are_parsed(argv, shots, n_draws):
+    args = _subcommands()["experiment"].parse_args(["--nih-root", "x", *argv])
+    assert args.shots == shots
+    assert args.n_draws == n_draws
+    config = _config(args, "x", "m", "out")
+    assert (config.shots, config.n_draws) == (shots, n_draws)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shots", "1", "ALL"], "argument --shots: 'ALL' is neither a positive integer nor 'all'"),
+    (["--shots", "0"], "argument --shots: '0' is neither a positive integer nor 'all'"),
+    (["--n-draws", "0"], "argument --n-draws: '0' is not a positive integer"),
+])
+def test_bad_shots_and_draws_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        _subcommands()["experiment"].parse_args(["--nih-root", "x", *argv])
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["experiment", "--help"],
@@ -204,6 +244,14 @@ def test_demo_writes_every_promised_file(tmp_path, tiny_model_dir, capsys):
     for size, rows in curve.groupby("train_size"):
         expected = ", ".join(f"{m} {v:.3f}" for m, v in zip(rows["model"], rows["roc_auc_macro"]))
         assert f"train size {size}: macro ROC AUC {expected}\n" in printed
+    # So does each number of positives of the sweep.
+    sweep = pd.read_csv(out_dir / "label_efficiency.csv")
+    for shots, what in (("2", "2 positives per label"), ("all", "the whole training set")):
+        rows = sweep[sweep["n_positives_per_label"] == shots]
+        expected = ", ".join(f"{m} {v:.3f}" for m, v in zip(rows["model"],
+                                                             rows["roc_auc_macro_mean"]))
+        assert re.search(rf"{what} \(1 draw, \d+ training images on average\): mean macro "
+                         rf"ROC AUC {re.escape(expected)}\n", printed), what
 
 
 def test_demo_says_plainly_when_the_model_is_random(tmp_path, monkeypatch, capsys):
@@ -244,7 +292,8 @@ def test_experiment_twice_embeds_nothing_new(tmp_path, nih_root, tiny_model_dir,
 def test_split_and_saved_pipelines(tmp_path, nih_root, tiny_model_dir):
     out_dir = tmp_path / "run"
     main(["experiment", "--nih-root", str(nih_root), "--model", str(tiny_model_dir),
-          "--out", str(out_dir), *FAST])
+          "--out", str(out_dir), *FAST, "--shots"])
+    assert not list(out_dir.glob("label_efficiency*"))  # --shots alone: no sweep
     subset = pd.read_csv(out_dir / "subset.csv")
     # A saved pipeline takes image paths and gives one probability per label.
     pipeline = load(out_dir / "models" / "weighted-sum.skops")

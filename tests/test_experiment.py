@@ -1,44 +1,75 @@
-"""run_experiment on a test set too small for some metrics: said once, plainly."""
+"""run_experiment: undefined metrics said once, plainly; the label-efficiency sweep."""
 
+import itertools
+import re
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from sklearn.exceptions import UndefinedMetricWarning
 
+import skclipxray.datasets
 from skclipxray.experiment import ExperimentConfig, run_experiment
 from skclipxray.labels import NIH_PATHOLOGIES
 from skclipxray.metrics import multilabel_report
 from skclipxray.testing import make_synthetic_nih
+
+SHOTS = [1, 2, "all"]
+N_DRAWS = 2
+MODELS = [
+    "zero-shot",
+    "baseline",
+    "concat-fusion",
+    "concat-fusion (random prompts)",
+    "weighted-sum",
+    "weighted-sum (random prompts)",
+    "text-anchored",
+    "text-anchored (random prompts)",
+    "tip-adapter",
+    "tip-adapter (random prompts)",
+]
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, tiny_model_dir):
     """An experiment whose test set is too small to define every ROC AUC.
 
-    Its training-set curve evaluates every model again on the same test set.
+    Its training-set curve and its label-efficiency sweep evaluate every model
+    again on the same test set. Every call of ``balanced_subset`` is recorded
+    (the label matrix it drew from, its arguments and the rows it drew).
     """
     root = tmp_path_factory.mktemp("nih")
     make_synthetic_nih(root, n_images=60, image_size=32, prevalence=0.15)
     out_dir = root / "results"
     config = ExperimentConfig(
         nih_root=str(root), out_dir=str(out_dir), model=str(tiny_model_dir),
-        n_per_label=6, train_sizes=[10], hidden_sizes=(16,), max_epochs=2,
-        device="cpu",
+        n_per_label=6, train_sizes=[10], shots=SHOTS, n_draws=N_DRAWS,
+        hidden_sizes=(16,), max_epochs=2, device="cpu",
     )
+    draws = []
+    balanced_subset = skclipxray.datasets.balanced_subset
+
+    def recording(Y, n_per_label, **kwargs):
+        indices, summary = balanced_subset(Y, n_per_label, **kwargs)
+        draws.append((Y, n_per_label, kwargs.get("random_state"), indices))
+        return indices, summary
+
     messages = []
     filters = list(warnings.filters)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(skclipxray.datasets, "balanced_subset", recording)
         warnings.simplefilter("always")
         run_experiment(config, log=messages.append)
         warnings.warn("a warning of the user's own code", UserWarning)
     assert warnings.filters == filters
-    subset = pd.read_csv(out_dir / "subset.csv")
-    return messages, caught, subset[subset["split"] == "test"], out_dir
+    subset = pd.read_csv(out_dir / "subset.csv", index_col=0)
+    return messages, caught, subset[subset["split"] == "test"], out_dir, subset, draws
 
 
 def test_undefined_roc_auc_is_said_once_with_the_labels_and_why(small_run):
-    messages, caught, test, _ = small_run
+    messages, caught, test, *_ = small_run
     no_positive = [label for label in NIH_PATHOLOGIES if test[label].max() == 0]
     no_negative = [label for label in NIH_PATHOLOGIES if test[label].min() == 1]
     n_undefined = len(no_positive) + len(no_negative)
@@ -58,8 +89,135 @@ def test_undefined_roc_auc_is_said_once_with_the_labels_and_why(small_run):
 
 
 def test_warnings_outside_the_metrics_are_left_alone(small_run):
-    _, caught, test, _ = small_run
+    _, caught, test, *_ = small_run
     assert "a warning of the user's own code" in [str(w.message) for w in caught]
     # The user's own calls still warn.
     with pytest.warns(UndefinedMetricWarning, match="ROC AUC is undefined"):
         multilabel_report(test[list(NIH_PATHOLOGIES)], test[list(NIH_PATHOLOGIES)] * 0.5)
+
+
+def _sweep_draws(small_run):
+    """The recorded draws of the sweep: every call after the experiment's own subset."""
+    *_, draws = small_run
+    return draws[1:]
+
+
+def test_the_sweep_draws_from_the_training_patients_only(small_run):
+    *_, subset, _ = small_run
+    draws = _sweep_draws(small_run)
+    numbers = [k for k in SHOTS if k != "all"]
+    assert [k for _, k, _, _ in draws] == [k for k in numbers for _ in range(N_DRAWS)]
+    train = subset[subset["split"] == "train"]
+    test_patients = set(subset.loc[subset["split"] == "test", "patient_id"])
+    for Y, _, _, indices in draws:
+        assert sorted(Y.index) == sorted(train.index)  # the pool is the training set
+        drawn = subset.loc[Y.index[indices], "patient_id"]
+        assert len(drawn) > 0
+        assert not set(drawn) & test_patients
+
+
+def test_each_draw_has_its_positives_and_its_own_seed(small_run):
+    draws = _sweep_draws(small_run)
+    for Y, k, _, indices in draws:
+        available = Y.sum(axis=0)
+        achieved = Y.iloc[indices].sum(axis=0)
+        assert (achieved >= np.minimum(k, available)).all(), k
+    # Draw d has the same seed for every number of positives; draws differ.
+    seeds = {(k, draw): seed for draw, (_, k, seed, _) in zip(itertools.cycle(range(N_DRAWS)),
+                                                              draws)}
+    for draw in range(N_DRAWS):
+        assert len({seed for (_, d), seed in seeds.items() if d == draw}) == 1
+    assert len(set(seeds.values())) == N_DRAWS
+
+
+def test_label_efficiency_table_has_one_row_per_shots_and_model(small_run):
+    *_, out_dir, subset, _ = small_run
+    table = pd.read_csv(out_dir / "label_efficiency.csv")
+    assert list(table.columns) == [
+        "n_positives_per_label", "model", "n_draws", "roc_auc_macro_mean",
+        "roc_auc_macro_sd", "roc_auc_macro_ci95_low", "roc_auc_macro_ci95_high",
+        "n_train_mean", "positives_per_label_mean",
+    ]
+    expected = [(str(k), m) for k, m in itertools.product(SHOTS, MODELS)]
+    assert list(zip(table["n_positives_per_label"].astype(str), table["model"])) == expected
+    assert (table["n_draws"] == [1 if k == "all" else N_DRAWS for k, _ in expected]).all()
+    assert table["roc_auc_macro_mean"].between(0, 1).all()
+    all_rows = table[table["n_positives_per_label"] == "all"]
+    assert (all_rows["n_train_mean"] == (subset["split"] == "train").sum()).all()
+
+    markdown = (out_dir / "label_efficiency.md").read_text().splitlines()
+    header = next(line for line in markdown if line.startswith("| positives per label"))
+    assert header == "| " + " | ".join(["positives per label", "training images", *MODELS]) + " |"
+    rows = [line.split(" | ")[0] for line in markdown[markdown.index(header) + 2:]]
+    assert rows == [f"| {k}" for k in SHOTS]
+    assert (out_dir / "label_efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_interval_across_draws_is_the_t_interval(small_run):
+    *_, out_dir, _, _ = small_run
+    table = pd.read_csv(out_dir / "label_efficiency.csv")
+    draws = pd.read_csv(out_dir / "label_efficiency_draws.csv")
+    assert len(draws) == len(MODELS) * (N_DRAWS * (len(SHOTS) - 1) + 1)
+    for row in table.itertuples():
+        auc = draws.loc[(draws["n_positives_per_label"] == row.n_positives_per_label)
+                        & (draws["model"] == row.model), "roc_auc_macro"].to_numpy()
+        assert len(auc) == row.n_draws
+        np.testing.assert_allclose(row.roc_auc_macro_mean, np.mean(auc))
+        if len(auc) == 1:
+            assert np.isnan([row.roc_auc_macro_sd, row.roc_auc_macro_ci95_low,
+                             row.roc_auc_macro_ci95_high]).all()
+            continue
+        sd = np.std(auc, ddof=1)
+        half = stats.t.ppf(0.975, len(auc) - 1) * sd / np.sqrt(len(auc))
+        np.testing.assert_allclose(row.roc_auc_macro_sd, sd, atol=1e-12)
+        np.testing.assert_allclose(
+            [row.roc_auc_macro_ci95_low, row.roc_auc_macro_ci95_high],
+            [np.mean(auc) - half, np.mean(auc) + half], atol=1e-12,
+        )
+
+
+def test_the_main_comparison_has_every_model(small_run):
+    *_, out_dir, _, _ = small_run
+    metrics = pd.read_csv(out_dir / "metrics.csv", index_col="model")
+    assert list(metrics.index) == MODELS
+
+
+def test_each_text_head_has_a_control_with_random_prompts_and_the_same_scale(tiny_model_dir):
+    from skclipxray import PromptEnsembleEmbedder
+    from skclipxray.experiment import _heads
+
+    prompts = PromptEnsembleEmbedder(str(tiny_model_dir), device="cpu").fit(["Mass", "Hernia"])
+    config = ExperimentConfig(nih_root="", out_dir="", model=str(tiny_model_dir))
+    heads = _heads(config, prompts)
+    assert list(heads) == MODELS
+    text = prompts.embeddings_
+    for name in ("concat-fusion", "weighted-sum", "text-anchored", "tip-adapter"):
+        head = heads[name].get_params()
+        control = heads[f"{name} (random prompts)"].get_params()
+        np.testing.assert_array_equal(head["prompts"], text)
+        assert control["prompts"].shape == text.shape
+        assert not np.allclose(control["prompts"], text)
+        np.testing.assert_allclose(np.linalg.norm(control["prompts"], axis=1),
+                                   np.linalg.norm(text, axis=1), rtol=1e-5)
+        same = {key: value for key, value in head.items() if key != "prompts"}
+        assert same == {key: control[key] for key in same}, name
+    for name in ("text-anchored", "tip-adapter"):
+        params = heads[name].get_params()
+        assert (params["logit_scale"], params["logit_bias"]) == (
+            prompts.logit_scale_, prompts.logit_bias_)
+
+
+@pytest.mark.parametrize("shots, n_draws, message", [
+    ([0], 2, "shots must hold positive ints and 'all' (the whole training set), got 0."),
+    ([1, "ALL"], 2, "got 'ALL'"),
+    ([2.0], 2, "got 2.0"),
+    ([1], 0, "n_draws must be a positive int, got 0."),
+    (4, 2, "shots must be a list of positive ints and 'all', got 4."),
+])
+def test_bad_sweep_settings_are_refused_before_anything_runs(tmp_path, shots, n_draws, message):
+    out_dir = tmp_path / "never"
+    config = ExperimentConfig(nih_root=str(tmp_path / "missing"), out_dir=str(out_dir),
+                              shots=shots, n_draws=n_draws)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_experiment(config)
+    assert not out_dir.exists()

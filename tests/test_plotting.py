@@ -19,6 +19,7 @@ from skclipxray.plotting import (  # noqa: E402
     CHANCE_GID,
     MODEL_ORDER,
     plot_label_cooccurrence,
+    plot_label_efficiency,
     plot_label_frequency,
     plot_roc_curves,
     plot_train_size_curves,
@@ -54,6 +55,23 @@ def sizes():
     rows = [{"train_size": n, "model": m, "roc_auc_macro": 0.5 + 0.01 * i + n / 1e4}
             for n in (50, 100, 300) for i, m in enumerate(names)]
     return pd.DataFrame(rows).pivot(index="train_size", columns="model", values="roc_auc_macro")
+
+
+@pytest.fixture(scope="module")
+def efficiency():
+    """A label-efficiency table as the experiment writes it, "all" drawn once."""
+    names = ["baseline", "tip-adapter", "text-anchored (random prompts)", "mine"]
+    rows = []
+    for k in (1, 4, 16, "all"):
+        for i, name in enumerate(names):
+            mean = 0.6 + 0.01 * i + (0.2 if k == "all" else k / 100)
+            half = np.nan if k == "all" else 0.05 / (1 + i)
+            rows.append({"n_positives_per_label": k, "model": name,
+                         "n_draws": 1 if k == "all" else 3, "roc_auc_macro_mean": mean,
+                         "roc_auc_macro_ci95_low": mean - half,
+                         "roc_auc_macro_ci95_high": mean + half,
+                         "positives_per_label_mean": 40.5 if k == "all" else k + 0.5})
+    return pd.DataFrame(rows)
 
 
 def _assert_png(path):
@@ -136,24 +154,96 @@ def test_label_cooccurrence(tmp_path, data):
     np.testing.assert_allclose(fractions, counts / np.diag(counts)[:, None])
 
 
-def _every_plot(data, sizes, **kwargs):
+def _colour(artist):
+    getter = getattr(artist, "get_color", None) or artist.get_facecolor
+    return matplotlib.colors.to_hex(np.atleast_2d(getter())[0], keep_alpha=False)
+
+
+def _cycle():
+    return [matplotlib.colors.to_hex(c) for c in plt.rcParams["axes.prop_cycle"].by_key()["color"]]
+
+
+def test_label_efficiency_log_axis_all_point_colours_and_bands(tmp_path, efficiency):
+    path = tmp_path / "efficiency.png"
+
+    figure = plot_label_efficiency(efficiency, path=path)
+
+    _assert_png(path)
+    ax = figure.axes[0]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "4", "16", "all"]
+    np.testing.assert_allclose(ax.get_xticks(), [1, 4, 16, 40.5])  # "all" at its positives
+    models = list(dict.fromkeys(efficiency["model"]))
+    assert [line.get_label() for line in ax.get_lines()] == models
+    cycle = _cycle()
+    for line, band in zip(ax.get_lines(), ax.collections):
+        rows = efficiency[efficiency["model"] == line.get_label()]
+        np.testing.assert_allclose(line.get_xdata(), [1, 4, 16, 40.5])
+        np.testing.assert_allclose(line.get_ydata(), rows["roc_auc_macro_mean"])
+        assert _colour(band) == _colour(line)
+        # The band spans the interval where it is defined ("all" has one draw: none).
+        y = band.get_paths()[0].vertices[:, 1]
+        finite = rows["roc_auc_macro_ci95_low"].notna()
+        np.testing.assert_allclose(
+            [y.min(), y.max()],
+            [rows["roc_auc_macro_ci95_low"][finite].min(),
+             rows["roc_auc_macro_ci95_high"][finite].max()],
+        )
+    colours = {line.get_label(): _colour(line) for line in ax.get_lines()}
+    for name in ("baseline", "tip-adapter", "text-anchored (random prompts)"):
+        assert colours[name] == cycle[MODEL_ORDER.index(name)], name
+    assert colours["mine"] == cycle[0]  # the first colour no model of the plot has by name
+    dashed = [line.get_label() for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert dashed == ["text-anchored (random prompts)"]
+
+
+def test_label_efficiency_from_the_csv_and_without_the_positives_column(tmp_path, efficiency):
+    path = tmp_path / "efficiency.csv"
+    efficiency.to_csv(path, index=False)
+    read = pd.read_csv(path)  # "all" makes the column strings
+    figure = plot_label_efficiency(read)
+    np.testing.assert_allclose(figure.axes[0].get_xticks(), [1, 4, 16, 40.5])
+
+    bare = read.drop(columns=["positives_per_label_mean", "roc_auc_macro_ci95_low",
+                              "roc_auc_macro_ci95_high"])
+    ax = plot_label_efficiency(bare).axes[0]
+    np.testing.assert_allclose(ax.get_xticks(), [1, 4, 16, 32])  # "all" at the right end
+    assert not ax.collections
+
+    # "all" fewer positives than the largest number: at the right end too.
+    few = read.assign(positives_per_label_mean=10.0)
+    np.testing.assert_allclose(plot_label_efficiency(few).axes[0].get_xticks(), [1, 4, 16, 32])
+
+
+def test_label_efficiency_names_what_is_wrong(efficiency):
+    with pytest.raises(ValueError, match="table has no column 'roc_auc_macro_mean'"):
+        plot_label_efficiency(efficiency.drop(columns="roc_auc_macro_mean"))
+    with pytest.raises(ValueError, match=r"table\['n_positives_per_label'\] must hold positive "
+                       "ints and 'all'"):
+        plot_label_efficiency(efficiency.replace({"n_positives_per_label": {"all": "ALL"}}))
+    with pytest.raises(ValueError, match="must hold positive ints"):
+        plot_label_efficiency(efficiency.replace({"n_positives_per_label": {1: 0}}))
+
+
+def _every_plot(data, sizes, efficiency, **kwargs):
     Y, scores = data
     return [
         plot_roc_curves(Y, scores, **kwargs),
         plot_label_frequency(Y, **kwargs),
         plot_label_cooccurrence(Y, annotate=False, **kwargs),
         plot_train_size_curves(sizes, **kwargs),
+        plot_label_efficiency(efficiency, **kwargs),
     ]
 
 
-def test_plots_are_pyplot_figures(data, sizes):
-    figures = _every_plot(data, sizes)
+def test_plots_are_pyplot_figures(data, sizes, efficiency):
+    figures = _every_plot(data, sizes, efficiency)
 
     assert plt.get_fignums() == [figure.number for figure in figures]
     assert all(figure.get_layout_engine() is not None for figure in figures)
 
 
-def test_plots_draw_into_given_axes(data, sizes):
+def test_plots_draw_into_given_axes(data, sizes, efficiency):
     from matplotlib.figure import Figure
 
     Y, scores = data
@@ -167,9 +257,10 @@ def test_plots_draw_into_given_axes(data, sizes):
     opened = plt.get_fignums()
     assert plot_roc_curves(Y, scores, ax=axes[:2]) is figure  # a 2x3 array, 5 used
     assert plot_train_size_curves(sizes, ax=axes[2, 2]) is figure
+    assert plot_label_efficiency(efficiency, ax=axes[2, 1]) is figure
     assert plt.get_fignums() == opened
     lines = [len(_model_lines(ax)) for ax in axes.ravel()]
-    assert lines == [3] * 5 + [0] * 3 + [len(sizes.columns)]
+    assert lines == [3] * 5 + [0] * 2 + [efficiency["model"].nunique(), len(sizes.columns)]
     assert axes[0, 0].get_title().startswith(LABELS[0])
     one = plot_roc_curves(Y[["Mass"]], scores["fusion"][["Mass"]], ax=axes[2, 0])
     assert one is figure and len(_model_lines(axes[2, 0])) == 1
@@ -233,11 +324,12 @@ def test_legends_leave_the_curves_and_axis_labels_clear(data, sizes):
     assert legend.x1 <= figure.bbox.x1
 
 
-def test_saving_to_a_file_leaves_no_figure_open(tmp_path, data, sizes):
+def test_saving_to_a_file_leaves_no_figure_open(tmp_path, data, sizes, efficiency):
     Y, scores = data
     for i in range(21):  # pyplot warns beyond 20 open figures
         plot_roc_curves(Y, scores, path=tmp_path / f"roc{i}.png")
         plot_train_size_curves(sizes, path=tmp_path / f"sizes{i}.png")
+    _every_plot(data, sizes, efficiency, path=tmp_path / "every.png")
     assert plt.get_fignums() == []
     _assert_png(tmp_path / "roc20.png")
     _assert_png(tmp_path / "sizes20.png")

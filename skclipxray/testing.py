@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-__all__ = ["HashPromptEmbedder", "demo_model", "make_synthetic_nih", "make_tiny_siglip"]
+__all__ = [
+    "HashPromptEmbedder",
+    "demo_model",
+    "make_synthetic_nih",
+    "make_tiny_siglip",
+    "make_vision_language_world",
+]
 
 # Words the tiny tokenizer knows; anything else maps to "<unk>".
 _VOCABULARY_TEXT = [
@@ -341,3 +347,235 @@ class HashPromptEmbedder(TransformerMixin, BaseEstimator):
             np.random.default_rng(zlib.crc32(str(label).encode())).normal(size=self.dim)
             for label in labels
         ])
+
+
+#: Label frequencies of the 112,120 images of NIH ChestX-ray14
+#: (Data_Entry_2017_v2020.csv), in the order of ``NIH_PATHOLOGIES``.
+_NIH_PREVALENCE = (
+    0.1031, 0.0248, 0.1188, 0.1774, 0.0516, 0.0565, 0.0128,
+    0.0473, 0.0416, 0.0205, 0.0224, 0.0150, 0.0302, 0.0020,
+)
+
+#: The ten most correlated label pairs of the same file, as correlations of a
+#: Gaussian copula (the latent correlation that reproduces each pair's joint
+#: frequency, rounded). Other pairs are independent in the synthetic world.
+_NIH_LATENT_CORRELATION = {
+    ("Pneumonia", "Edema"): 0.56,
+    ("Pneumothorax", "Emphysema"): 0.51,
+    ("Cardiomegaly", "Effusion"): 0.39,
+    ("Atelectasis", "Effusion"): 0.37,
+    ("Infiltration", "Edema"): 0.31,
+    ("Atelectasis", "Consolidation"): 0.31,
+    ("Mass", "Nodule"): 0.30,
+    ("Infiltration", "Pneumonia"): 0.29,
+    ("Effusion", "Consolidation"): 0.28,
+    ("Fibrosis", "Pleural_Thickening"): 0.26,
+}
+
+# Geometry of the synthetic world, in units of the image noise's norm (1).
+_IMAGE_OFFSET_NORM = 2.0  # two images have cosine about 0.8: one narrow cone
+_TEXT_OFFSET_RATIO = 2.0  # two prompts have cosine 2**2 / (1 + 2**2) = 0.8
+
+
+def make_vision_language_world(
+    n_samples,
+    *,
+    n_features=768,
+    n_labels=14,
+    alignment=0.35,
+    signal=2.0,
+    norm_spread=0.25,
+    world_seed=0,
+    random_state=None,
+):
+    """Draw images and label prompts from a synthetic CLIP/SigLIP-like embedding world.
+
+    The world mimics the geometry of a contrastive vision-language model, so
+    that heads which use the label prompts can be compared with heads that do
+    not, on embeddings whose labels are known:
+
+    - **modality gap**: every image embedding is a shared image offset (norm
+      2) plus isotropic noise (norm about 1; none along the text offset), so
+      images share a narrow cone
+      (cosine about 0.8 between two images); every prompt is a shared text
+      offset plus a label-specific part (cosine 0.8 between two prompts). The
+      two offsets are orthogonal: an image and a prompt have cosine about 0.
+    - **images**: each label has a unit direction in image space; a positive
+      label moves the image ``signal`` noise standard deviations (the noise's
+      standard deviation along any one direction) along it. Each image is then
+      multiplied by its own log-normal norm factor, as real embeddings vary
+      in norm, so raw and L2-normalised features differ.
+    - **prompts**: the text offset plus a unit vector at cosine ``alignment``
+      with its label's direction, the rest a random direction orthogonal to
+      every label direction and offset. ``alignment=0`` makes the text
+      unrelated to the labels; ``alignment=1`` makes zero-shot classification
+      as good as the best linear probe.
+    - **labels**: the frequencies of the 14 NIH ChestX-ray14 pathologies,
+      with the co-occurrence of its ten most correlated pairs (a Gaussian
+      copula; Pneumonia and Edema, Pneumothorax and Emphysema, ...).
+
+    All directions and offsets are exactly orthonormal (a QR factorisation),
+    so a linear probe along a label's direction has ROC AUC
+    ``Phi(signal / sqrt(2))`` for that label (0.92 by default) and zero-shot
+    classification, which projects on the prompt, ``Phi(alignment * signal /
+    sqrt(2))`` (0.69 at the defaults). The world (directions, offsets,
+    prompts, scale and bias) depends on ``world_seed`` and the other world
+    parameters only; ``random_state`` draws the images, so that a training
+    and a test set come from the same world.
+
+    The data are synthetic: they show how the heads use (or misuse) text, and
+    nothing about clinical performance.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of images.
+    n_features : int, default=768
+        Embedding width; at least ``2 * n_labels + 2``.
+    n_labels : int, default=14
+        Number of labels: the first ``n_labels`` NIH pathologies, 1 to 14.
+    alignment : float, default=0.35
+        Cosine, in [-1, 1], between a prompt's label-specific part and its
+        label's direction in image space.
+    signal : float or array-like of shape (n_labels,), default=2.0
+        Shift of a positive image along its label's direction, in noise
+        standard deviations; one per label or one for all.
+    norm_spread : float, default=0.25
+        Standard deviation of the logarithm of the per-image norm factor.
+    world_seed : int, default=0
+        Seed of the world: label directions, offsets and prompts.
+    random_state : int, numpy.random.Generator or None, default=None
+        Seed of the images and labels drawn.
+
+    Returns
+    -------
+    world : sklearn.utils.Bunch
+        With
+
+        - ``X``: ndarray of shape (n_samples, n_features), float32, the
+          image embeddings (not normalised);
+        - ``Y``: DataFrame of shape (n_samples, n_labels), 0/1 int, columns
+          the NIH label names;
+        - ``prompts``: ndarray of shape (n_labels, n_features), float32, one
+          unit-norm text embedding per label;
+        - ``logit_scale``, ``logit_bias``: floats; zero-shot logits are
+          ``exp(logit_scale) * cos(image, prompt) + logit_bias`` (as SigLIP).
+          The scale gives them unit standard deviation over images
+          (``exp(logit_scale)`` is 139 at the defaults, of the order of a
+          trained SigLIP's), the bias a mean probability equal to the mean
+          label frequency;
+        - ``labels``: list of the label names;
+        - ``prevalence``: ndarray of shape (n_labels,), the label frequencies;
+        - ``label_directions``: ndarray of shape (n_labels, n_features), the
+          unit direction of each label in image space;
+        - ``image_offset``, ``text_offset``: ndarrays of shape
+          (n_features,), the shared offsets (each prompt minus
+          ``text_offset`` points at cosine ``alignment`` from its label's
+          direction).
+
+    Examples
+    --------
+    >>> from skclipxray.testing import make_vision_language_world
+    >>> train = make_vision_language_world(1000, random_state=0)
+    >>> test = make_vision_language_world(500, random_state=1)
+    >>> train.X.shape, train.Y.shape, train.prompts.shape
+    ((1000, 768), (1000, 14), (14, 768))
+    >>> bool((train.prompts == test.prompts).all())  # the same world
+    True
+    """
+    import pandas as pd
+    from scipy.optimize import brentq
+    from scipy.special import expit
+    from scipy.stats import norm
+    from sklearn.utils import Bunch
+
+    from .labels import NIH_PATHOLOGIES
+
+    for name, value, low in (("n_samples", n_samples, 0), ("n_labels", n_labels, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+    if n_labels > len(NIH_PATHOLOGIES):
+        raise ValueError(
+            f"n_labels must be at most {len(NIH_PATHOLOGIES)} (the NIH pathologies), "
+            f"got {n_labels}."
+        )
+    if (
+        isinstance(n_features, bool)
+        or not isinstance(n_features, (int, np.integer))
+        or n_features < 2 * n_labels + 2
+    ):
+        raise ValueError(
+            f"n_features must be an int >= 2 * n_labels + 2 = {2 * n_labels + 2}, "
+            f"got {n_features!r}."
+        )
+    if not -1 <= alignment <= 1:
+        raise ValueError(f"alignment must be in [-1, 1], got {alignment!r}.")
+    signal = np.asarray(signal, dtype=float)
+    if signal.shape not in ((), (n_labels,)) or not np.isfinite(signal).all():
+        raise ValueError(
+            f"signal must be a finite number or {n_labels} of them (one per label), "
+            f"got {signal!r}."
+        )
+    signal = np.broadcast_to(signal, (n_labels,))
+    if not norm_spread >= 0:
+        raise ValueError(f"norm_spread must be >= 0, got {norm_spread!r}.")
+
+    labels = list(NIH_PATHOLOGIES[:n_labels])
+    prevalence = np.array(_NIH_PREVALENCE[:n_labels])
+    correlation = np.eye(n_labels)
+    for (a, b), rho in _NIH_LATENT_CORRELATION.items():
+        if a in labels and b in labels:
+            i, j = labels.index(a), labels.index(b)
+            correlation[i, j] = correlation[j, i] = rho
+
+    # The world: orthonormal offsets, label directions and prompt remainders.
+    world_rng = np.random.default_rng(world_seed)
+    basis, _ = np.linalg.qr(world_rng.standard_normal((n_features, 2 + 2 * n_labels)))
+    basis = basis.T
+    image_direction, text_direction = basis[0], basis[1]
+    directions, remainders = basis[2:2 + n_labels], basis[2 + n_labels:]
+    specific = alignment * directions + np.sqrt(1 - alignment**2) * remainders
+    text_norm = np.sqrt(1 + _TEXT_OFFSET_RATIO**2)
+    prompts = (_TEXT_OFFSET_RATIO * text_direction + specific) / text_norm
+    noise_sd = 1 / np.sqrt(n_features)  # along any one direction
+    # cos(image, prompt) ~ the noise along the prompt's label-specific part,
+    # over the image's norm: its standard deviation is 1 / scale.
+    image_norm = np.sqrt(_IMAGE_OFFSET_NORM**2 + 1)
+    scale = image_norm * text_norm * np.sqrt(n_features)
+    mean_cos = alignment * signal * noise_sd * prevalence / (image_norm * text_norm)
+    # The bias that makes the mean zero-shot probability the mean frequency,
+    # the logits being normal with unit standard deviation (Gauss-Hermite).
+    nodes, weights = np.polynomial.hermite_e.hermegauss(32)
+    logit_bias = brentq(
+        lambda b: weights @ expit(b + scale * mean_cos.mean() + nodes) / weights.sum()
+        - prevalence.mean(),
+        -50, 50,
+    )
+
+    # The images.
+    rng = np.random.default_rng(random_state)
+    latent = rng.standard_normal((n_samples, n_labels)) @ np.linalg.cholesky(correlation).T
+    Y = (latent < norm.ppf(prevalence)).astype(np.int64)
+    factor = np.exp(norm_spread * rng.standard_normal(n_samples)).astype(np.float32)
+    X = rng.standard_normal((n_samples, n_features), dtype=np.float32)
+    X *= np.float32(noise_sd)
+    # The images vary in their own cone: no noise along the text offset, which
+    # would shift every label's cosine alike and drown the label signal.
+    text_direction32 = text_direction.astype(np.float32)
+    X -= np.outer(X @ text_direction32, text_direction32)
+    X += (_IMAGE_OFFSET_NORM * image_direction).astype(np.float32)
+    X += (Y * (signal * noise_sd)).astype(np.float32) @ directions.astype(np.float32)
+    X *= factor[:, None]
+
+    return Bunch(
+        X=X,
+        Y=pd.DataFrame(Y, columns=labels),
+        prompts=prompts.astype(np.float32),
+        logit_scale=float(np.log(scale)),
+        logit_bias=float(logit_bias),
+        labels=labels,
+        prevalence=prevalence,
+        label_directions=directions,
+        image_offset=_IMAGE_OFFSET_NORM * image_direction,
+        text_offset=_TEXT_OFFSET_RATIO / text_norm * text_direction,
+    )

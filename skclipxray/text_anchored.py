@@ -57,7 +57,7 @@ class TextAnchoredClassifier(
     free part on the raw embeddings beside it (LP++ feeds both the
     normalised and the raw features, and normalisation alone loses the
     information in the norm). ``a_k = 1`` is fixed unless
-    ``learn_text_scale=True`` (LP++'s learnable blend ``α_k``), and the
+    ``learn_text_scale=True`` (LP++'s learnable blend ``α_k``, anchored at 1), and the
     intercepts ``c_k`` start at 0 and are not penalised.
 
     Before any training step (``max_iter=0``), ``θ = 0``, ``c = 0`` and
@@ -111,8 +111,10 @@ class TextAnchoredClassifier(
         default: it doubles the cost of every iteration, and on the
         synthetic worlds of the benchmarks it changed nothing.
     learn_text_scale : bool, default=False
-        Learn ``a_k`` (LP++'s blend, not penalised): the text's weight can
-        grow, shrink or vanish per label, besides the anchored part.
+        Learn ``a_k``, LP++'s blend: the text's weight can grow, shrink or
+        vanish per label, besides the anchored part. It is anchored at 1 like
+        the other weights, by ``λ_k Var(z⁰_k) (a_k - 1)²`` (LP++ leaves it
+        free, which with a handful of labels lets it overfit).
     max_iter : int, default=500
         L-BFGS iterations at most; ``0`` returns the zero-shot classifier.
     tol : float, default=1e-5
@@ -371,6 +373,9 @@ def _solve(
     Z0 = tensor(zero_shot, dtype=dtype)
     Y = tensor(targets, dtype=dtype if multilabel else torch.int64)
     lam = tensor(penalty, dtype=dtype)
+    # The text's weight is anchored at 1 like any direction of unit variance:
+    # its penalty is scaled by the variance of the zero-shot logits.
+    text_penalty = lam * tensor(zero_shot.var(axis=0), dtype=dtype)
     coef = torch.zeros(n_outputs, G.shape[1], dtype=dtype, device=device, requires_grad=True)
     intercept = torch.zeros(n_outputs, dtype=dtype, device=device, requires_grad=True)
     text_scale = torch.ones(n_outputs, dtype=dtype, device=device, requires_grad=learn_text_scale)
@@ -382,7 +387,10 @@ def _solve(
             data = F.binary_cross_entropy_with_logits(logits, Y, reduction="none").mean(0).sum()
         else:
             data = F.cross_entropy(logits, Y)
-        return data + (lam * coef.square().sum(dim=1)).sum()
+        penalty_ = (lam * coef.square().sum(dim=1)).sum()
+        if learn_text_scale:
+            penalty_ = penalty_ + (text_penalty * (text_scale - 1).square()).sum()
+        return data + penalty_
 
     n_iter = 0
     if max_iter > 0:

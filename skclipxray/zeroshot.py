@@ -7,13 +7,13 @@ from numbers import Real
 
 import numpy as np
 from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.preprocessing import normalize
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._backbone import DEFAULT_MODEL, load_backbone
-from ._text import zero_shot_logits
+from ._text import fit_label_prompts, zero_shot_logits
 from ._validation import check_labels, check_multilabel_indicator, check_threshold
 from .prompts import DEFAULT_TEMPLATES, PromptEnsembleEmbedder
 
@@ -234,31 +234,13 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 f"{'them' if len(changed) > 1 else 'it'} on the prompt embedder "
                 "given as prompts instead."
             )
-        negative = None
-        if hasattr(self.prompts, "fit_transform"):
-            embedder = clone(self.prompts)
-            positive = embedder.fit_transform(labels)
-            negative = getattr(embedder, "negative_embeddings_", None)
-        else:
-            positive = self.prompts
-        positive = normalize(check_array(positive, dtype=np.float32, input_name="prompts"))
-        if positive.shape[0] != len(labels):
-            raise ValueError(
-                f"prompts has {positive.shape[0]} rows but there are {len(labels)} "
-                f"labels (starting {labels[:3]}); give one prompt embedding per "
-                "label, in their order."
-            )
-        if negative is not None:
-            negative = normalize(
-                check_array(negative, dtype=np.float32, input_name="negative prompts")
-            )
-            if negative.shape != positive.shape:
-                raise ValueError(
-                    f"The prompt embedder's negative_embeddings_ have shape "
-                    f"{negative.shape}, its embeddings {positive.shape}: one of "
-                    "each per label is needed."
-                )
-        return positive, negative
+        # The checkpoint's scale and bias are read from ``model``, not here.
+        prompts = fit_label_prompts(
+            self.prompts, labels, len(labels), logit_scale=None, logit_bias=None,
+            what="labels", owner=type(self).__name__, need_scale=False,
+            counted_by="labels= names" if self.labels is not None else "there are",
+        )
+        return prompts.positive, prompts.negative
 
     @_fit_context(
         # A prompt embedder given as prompts is fitted inside: it checks its

@@ -40,21 +40,26 @@ class TipAdapterClassifier(
 
     .. math::
 
-        z_k = z^{0}_k(\\hat f) + \\alpha \\, s \\sum_i \\varphi(\\langle \\hat f, \\hat f_i \\rangle) \\, v_{ik},
+        z_k = z^{0}_k(\\hat f) + \\alpha \\, r_k \\sum_i \\varphi(\\langle \\hat f, \\hat f_i \\rangle) \\, v_{ik},
         \\qquad \\varphi(x) = \\exp(-\\beta (1 - x)),
 
     the zero-shot logit ``z⁰_k = s ⟨f̂, t_k⟩ + b`` of
     :class:`~skclipxray.ZeroShotClassifier` plus Tip-Adapter's cache term
     over the ``n`` training images ``f̂_i``. The cache values are the
     multi-hot labels, scaled per label, ``v_ik = y_ik / n_k - 1 / n`` (with
-    ``n_k`` the label's positives; one-hot classes for a 1-D y): the term is
+    ``n_k`` the label's positives; one-hot classes for a 1-D y): the sum is
     the mean affinity of the image to the label's positives minus its mean
     affinity to the whole cache. So it does not grow with the size of the
-    cache or with a label's prevalence, it is 0 for an image no closer to the
-    positives than to the rest, and, multiplied by the checkpoint's scale
-    ``s``, it is in the units of the zero-shot cosines. A label without
-    positives gets no cache term.
+    cache or with a label's prevalence, and it is 0 for an image no closer to
+    the positives than to the rest. A label without positives gets no cache
+    term.
 
+    Tip-Adapter weighs the two terms by ``alpha`` alone, whose good value
+    then depends on the checkpoint and the cache, and is searched on
+    validation data. Here ``r_k`` first scales the cache term so that, over
+    the training images (each left out of its own cache term), its standard
+    deviation equals that of the zero-shot logits (1 logit without prompts):
+    ``alpha=1`` weighs the cache as much as the text on any checkpoint.
     ``fit`` only stores the cache; with ``alpha=0`` the classifier equals
     zero-shot exactly. Affinities are computed in blocks on ``device``, so
     memory stays bounded for caches of 100,000 images and more.
@@ -74,9 +79,8 @@ class TipAdapterClassifier(
     logit_bias : float, optional
         The checkpoint's ``logit_bias``; 0 if only ``logit_scale`` is given.
     alpha : float, default=1.0
-        Weight of the cache term. The default, Tip-Adapter's, weighs the
-        cache's affinity contrast like the zero-shot cosine; ``0`` gives
-        zero-shot.
+        Weight of the cache term, relative to the zero-shot logits (see
+        above); ``0`` gives zero-shot. The default is Tip-Adapter's.
     beta : float, default=5.5
         Sharpness of the affinity (Tip-Adapter's default): larger values
         let only the nearest cached images vote.
@@ -101,6 +105,8 @@ class TipAdapterClassifier(
         The unit-norm training embeddings.
     cache_values_ : ndarray of shape (n_samples, n_labels), float64
         ``v``.
+    cache_scale_ : ndarray of shape (n_labels,)
+        ``r``.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Column names of ``X``, when it was a DataFrame.

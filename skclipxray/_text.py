@@ -107,9 +107,13 @@ def fit_label_embeddings(
         )
     one, order = ("label", "columns") if what == "labels" else ("class", "classes")
     order = f"y's {order}" if counted_by == "y has" else "their names"
+    names = ""
+    if label_names is not None:
+        names = ", ".join(map(str, list(label_names)[:3]))
+        names = f" ({names}{', ...' if len(label_names) > 3 else ''})"
     raise ValueError(
         f"prompts has {embeddings.shape[0]} rows but {counted_by} {n_expected} "
-        f"{what}; give one prompt embedding per {one}, in the order of {order}."
+        f"{what}{names}; give one prompt embedding per {one}, in the order of {order}."
     )
 
 
@@ -163,9 +167,9 @@ def fit_label_prompts(
     label_names, n_expected, what, owner, counted_by
         As in :func:`fit_label_embeddings`.
     logit_scale, logit_bias : float or None
-        Override the embedder's; required with an array (or a transformer
-        that knows no checkpoint). ``logit_bias`` defaults to 0 when
-        ``logit_scale`` is given.
+        Override the embedder's, each on its own; ``logit_scale`` is
+        required with an array (or a transformer that knows no checkpoint),
+        and ``logit_bias`` then defaults to 0.
     need_scale : bool, default=True
         Whether a missing ``logit_scale`` is an error; if not, the returned
         ``logit_scale`` and ``logit_bias`` may be None.
@@ -179,8 +183,8 @@ def fit_label_prompts(
     )
     if logit_scale is None:
         logit_scale = getattr(embedder, "logit_scale_", None)
-        if logit_bias is None:
-            logit_bias = getattr(embedder, "logit_bias_", None)
+    if logit_bias is None:
+        logit_bias = getattr(embedder, "logit_bias_", None)
     if logit_scale is None and need_scale:
         source = (
             "an array of prompt embeddings" if embedder is None
@@ -236,9 +240,9 @@ class ZeroShotTermMixin:
             if hasattr(self, name):
                 delattr(self, name)
         if self.prompts is None:
-            # No text: the scale of the terms added to the (zero) logits.
-            self.logit_scale_ = 0.0 if self.logit_scale is None else float(self.logit_scale)
-            self.logit_bias_ = 0.0 if self.logit_bias is None else float(self.logit_bias)
+            # No text, no zero-shot logits to scale: logit_scale and logit_bias
+            # are not used.
+            self.logit_scale_, self.logit_bias_ = 0.0, 0.0
             return
         owner = type(self).__name__
         prompts = fit_label_prompts(
@@ -251,9 +255,7 @@ class ZeroShotTermMixin:
         if prompts.negative is not None:
             self.negative_prompt_embeddings_ = prompts.negative
         self.logit_scale_, self.logit_bias_ = prompts.logit_scale, prompts.logit_bias
-        if self.task_ == "multilabel" and label_names is None and prompts.labels:
-            # y had no column names: the prompts say which label each column is.
-            self.labels_ = np.asarray(prompts.labels, dtype=object)
+        self._name_labels_by_prompts(label_names, prompts.labels)
 
     def _zero_shot(self, unit):
         """Zero-shot logits of unit-norm image embeddings, or 0 without prompts."""

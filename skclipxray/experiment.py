@@ -165,7 +165,7 @@ def _heads(config, prompts):
     }
 
 
-def _check_sweep(shots, n_draws):
+def _check_sweep(shots, n_draws, random_state):
     """The label-efficiency settings, sorted and without repeats; raise on bad ones.
 
     Checked before anything is loaded, so that a typo does not surface after
@@ -185,6 +185,11 @@ def _check_sweep(shots, n_draws):
             )
     if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
         raise ValueError(f"n_draws must be a positive int, got {n_draws!r}.")
+    if shots and not isinstance(random_state, (int, np.integer)):
+        raise ValueError(
+            f"random_state must be an int: the sweep's draws are seeded from it, got "
+            f"{random_state!r}."
+        )
     numbers = sorted({int(value) for value in shots if value != ALL_SHOTS})
     return numbers + [ALL_SHOTS] * (ALL_SHOTS in shots)
 
@@ -295,7 +300,7 @@ def run_experiment(config, *, log=print):
     from .plotting import plot_roc_curves
     from .prompts import PromptEnsembleEmbedder
 
-    shots = _check_sweep(config.shots, config.n_draws)
+    shots = _check_sweep(config.shots, config.n_draws, config.random_state)
     out_dir = Path(config.out_dir)
     (out_dir / "models").mkdir(parents=True, exist_ok=True)
     cache = config.cache or str(out_dir / "embeddings.sqlite")

@@ -7,6 +7,8 @@ is a plain scikit-learn pipeline: a
 similarities, then any classifier.
 """
 
+import math
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.preprocessing import normalize
@@ -144,7 +146,7 @@ class PromptSimilarity(TransformerMixin, BaseEstimator):
             self.prompts, names, None if names is None else len(names),
             logit_scale=self.logit_scale, logit_bias=self.logit_bias,
             what="labels", owner=owner, need_scale=self.output == "logit",
-            counted_by="labels= names" if self.labels is not None else "y has",
+            counted_by="labels= gives" if self.labels is not None else "y has",
         )
         check_prompt_width(X.shape[1], prompts.positive, owner)
         if names is None:
@@ -182,7 +184,7 @@ class PromptSimilarity(TransformerMixin, BaseEstimator):
                 )
             return zero_shot_logits(
                 unit, self.prompt_embeddings_, negative,
-                np.exp(self.logit_scale_), self.logit_bias_,
+                math.exp(self.logit_scale_), self.logit_bias_,
             )
         return zero_shot_logits(unit, self.prompt_embeddings_, negative, 1.0, 0.0)
 

@@ -7,6 +7,7 @@ classifier, so that with few labels it cannot fall far below it, and a
 penalty that weakens as positives accumulate lets the data take over.
 """
 
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -83,9 +84,10 @@ class TextAnchoredClassifier(
     logit_scale : float, optional
         The checkpoint's ``logit_scale`` (``SiglipModel.logit_scale``: the
         scale is ``exp(logit_scale)``). Required with an array of prompts;
-        overrides the prompt embedder's.
+        overrides the prompt embedder's. Unused without prompts.
     logit_bias : float, optional
-        The checkpoint's ``logit_bias``; 0 if only ``logit_scale`` is given.
+        The checkpoint's ``logit_bias``: by default the prompt embedder's,
+        or 0 with an array of prompts. Unused without prompts.
     anchor_weight : "auto", "clap", float or array-like of shape (n_labels,), default="auto"
         The penalty ``λ_k``, which needs no validation data:
 
@@ -98,13 +100,17 @@ class TextAnchoredClassifier(
           they accumulate, or when the text is wrong.
         - ``"clap"``: CLAP's rule, ``λ_k`` the mean zero-shot softmax
           probability of label ``k`` over its positives (softmax across the
-          labels), in the units of CLAP's unit-norm weights (divided by
-          ``s²`` here); it grows with how well the text already fits the
-          training data, but not with the amount of it.
+          labels), a penalty on CLAP's unit-norm weights on ``f̂``; converted
+          here to logits on standardised features (divided by ``s²`` and by
+          the mean variance of the coordinates of ``f̂``). It grows with how
+          well the text already fits the training data, but not with the
+          amount of it.
         - a number, or one per label: ``λ_k`` itself. ``0`` gives a plain
           per-label logistic regression on ``g(f)`` (``z⁰`` lies in the span
-          of ``f̂``); ``λ`` equals scikit-learn's
-          ``LogisticRegression(C=1 / (2 n λ))`` without text.
+          of ``f̂``); without text, ``λ`` is scikit-learn's
+          ``LogisticRegression(C=1 / (2 n λ))`` on ``g(f)`` for a multilabel or
+          multiclass y, and ``C=1 / (n λ)`` for a binary y (whose two logits
+          are each penalised).
     raw_features : bool, default=False
         Add the raw embedding ``f`` to ``g(f)`` beside ``f̂``, as LP++ does:
         normalisation drops the norm, which may carry information. Off by
@@ -249,11 +255,9 @@ class TextAnchoredClassifier(
     # ------------------------------------------------------------- penalty
     def _penalty(self, targets, zero_shot):
         """``λ_k`` per output, from ``anchor_weight``."""
+        unit_width = self.n_features_in_
         n_outputs = len(self.labels_)
-        if self.task_ == "multilabel":
-            positives = targets.astype(bool)
-        else:
-            positives = targets[:, None] == np.arange(n_outputs)[None, :]
+        positives = self._members(targets)
         if isinstance(self.anchor_weight, str) and self.anchor_weight == "auto":
             return AUTO_ANCHOR_POSITIVES / np.maximum(positives.sum(axis=0), 1)
         if isinstance(self.anchor_weight, str):  # "clap"
@@ -269,7 +273,11 @@ class TextAnchoredClassifier(
             mean_fit = np.where(
                 counts > 0, (fit * positives).sum(axis=0) / np.maximum(counts, 1), 1.0
             )
-            return mean_fit / np.exp(2 * self.logit_scale_)
+            # CLAP penalises unit-norm weights on f̂; θ is in logits, on
+            # standardised features: divide by the scale squared and by the
+            # features' variance (their mean: one number per label).
+            variance = self.feature_scaler_.var_[: unit_width].mean()
+            return mean_fit / (math.exp(2 * self.logit_scale_) * variance)
         weight = np.asarray(self.anchor_weight, dtype=np.float64)
         if weight.ndim == 0:
             return np.full(n_outputs, float(weight))
@@ -321,12 +329,12 @@ class TextAnchoredClassifier(
         self._check_threshold()
         unit = normalize(X)
         zero_shot = self._zero_shot(unit)
-        self.anchor_weight_ = self._penalty(targets, zero_shot)
         # Every feature at unit variance: the penalty then weighs all
         # directions alike, whatever the checkpoint's geometry, and so means
         # the same for every checkpoint (constant features stay at 0).
         features = self._unscaled_features(X, unit)
         self.feature_scaler_ = StandardScaler().fit(features)
+        self.anchor_weight_ = self._penalty(targets, zero_shot)
         coef, intercept, text_scale, self.n_iter_ = _solve(
             self.feature_scaler_.transform(features), zero_shot, targets,
             self.anchor_weight_, multilabel=self.task_ == "multilabel",

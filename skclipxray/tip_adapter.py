@@ -74,10 +74,11 @@ class TipAdapterClassifier(
         control that shows what the text adds).
     logit_scale : float, optional
         The checkpoint's ``logit_scale`` (the scale ``s`` is its exp).
-        Required with an array of prompts; without prompts it only scales
-        the cache term (default 0: ``s = 1``).
+        Required with an array of prompts; overrides the prompt embedder's.
+        Unused without prompts.
     logit_bias : float, optional
-        The checkpoint's ``logit_bias``; 0 if only ``logit_scale`` is given.
+        The checkpoint's ``logit_bias``: by default the prompt embedder's,
+        or 0 with an array of prompts. Unused without prompts.
     alpha : float, default=1.0
         Weight of the cache term, relative to the zero-shot logits (see
         above); ``0`` gives zero-shot. The default is Tip-Adapter's.
@@ -199,10 +200,7 @@ class TipAdapterClassifier(
         targets = self._encode_target(y, label_names)
         self._fit_prompts(label_names, X.shape[1])
         self._check_threshold()
-        if self.task_ == "multilabel":
-            members = targets.astype(bool)
-        else:
-            members = targets.reshape(-1, 1).astype(np.int64) == np.arange(len(self.labels_))
+        members = self._members(targets)
         counts = members.sum(axis=0)
         values = np.where(
             counts > 0, members / np.maximum(counts, 1) - 1.0 / len(members), 0.0

@@ -238,7 +238,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         prompts = fit_label_prompts(
             self.prompts, labels, len(labels), logit_scale=None, logit_bias=None,
             what="labels", owner=type(self).__name__, need_scale=False,
-            counted_by="labels= names" if self.labels is not None else "there are",
+            counted_by="labels= gives" if self.labels is not None else "there are",
         )
         return prompts.positive, prompts.negative
 

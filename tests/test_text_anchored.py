@@ -153,6 +153,18 @@ def test_a_multiclass_y_is_a_multinomial_logistic_regression(world):
     np.testing.assert_array_equal(head.classes_, [0, 1, 2])
 
 
+def test_a_binary_y_is_a_logistic_regression_with_half_the_penalty(world):
+    """Two logits, each penalised: C = 1/(nλ) for a binary y."""
+    X, Y, _ = world
+    lam = 0.01
+    head = TextAnchoredClassifier(anchor_weight=lam, tol=1e-10, device="cpu").fit(X, Y["Mass"])
+    G = StandardScaler().fit_transform(normalize(X))
+    reference = LogisticRegression(C=1 / (len(X) * lam), tol=1e-12, max_iter=10_000)
+    reference.fit(G, Y["Mass"])
+    np.testing.assert_allclose(head.decision_function(X), reference.decision_function(G),
+                               atol=1e-6)
+
+
 def test_binary_y_with_one_prompt_per_class(world):
     X, Y, prompts = world
     y = np.where(Y["Mass"] == 1, "Mass", "no Mass")
@@ -185,7 +197,11 @@ def test_clap_anchor_weight_is_the_mean_zero_shot_softmax_of_the_positives(world
     ).fit(X, Y)
     zero_shot = 10.0 * normalize(X) @ normalize(prompts).T - 2.0
     fit = softmax(zero_shot, axis=1)
-    expected = [fit[Y[label] == 1, k].mean() / 100.0 for k, label in enumerate(LABELS)]
+    # In logits (scale 10, squared) on standardised coordinates of f̂.
+    variance = normalize(X).var(axis=0).mean()
+    expected = [
+        fit[Y[label] == 1, k].mean() / (100.0 * variance) for k, label in enumerate(LABELS)
+    ]
     np.testing.assert_allclose(head.anchor_weight_, expected, rtol=1e-6)
 
 

@@ -355,8 +355,8 @@ def test_prompts_and_prompt_parameters_are_not_both_given(
 
 
 def test_prompts_of_the_wrong_shape_are_refused(scored_model_dir, embeddings):
-    with pytest.raises(ValueError, match=r"prompts has 2 rows but labels= names 3 labels; "
-                                         r"give one prompt embedding per label"):
+    with pytest.raises(ValueError, match=r"prompts has 2 rows but labels= gives 3 labels "
+                                         r"\(Mass, Edema, Hernia\); give one prompt"):
         ZeroShotClassifier(
             scored_model_dir, prompts=np.ones((2, 32)), labels=["Mass", "Edema", "Hernia"],
             device="cpu",

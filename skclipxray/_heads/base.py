@@ -339,10 +339,7 @@ class PromptFusionClassifier(BaseHeadClassifier):
             owner=type(self).__name__,
         )
         self.prompt_embeddings_ = embeddings
-        embedder_labels = getattr(embedder, "labels_", None)
-        if self.task_ == "multilabel" and label_names is None and embedder_labels is not None:
-            # y had no column names: the prompts say which label each column is.
-            self.labels_ = np.asarray(list(embedder_labels), dtype=object)
+        self._name_labels_by_prompts(label_names, getattr(embedder, "labels_", None))
 
     def _module_kwargs(self):
         return {**super()._module_kwargs(), "prompt_embeddings": self.prompt_embeddings_}

@@ -77,6 +77,20 @@ class TargetMixin:
     def _n_outputs(self):
         return 1 if self.task_ == "binary" else len(self.labels_)
 
+    def _members(self, targets):
+        """Boolean ``(n_samples, n_outputs)``: sample ``i`` has label (or is of class) ``k``.
+
+        ``targets`` is what :meth:`_encode_target` returned.
+        """
+        if self.task_ == "multilabel":
+            return targets.astype(bool)
+        return targets.reshape(-1, 1).astype(np.int64) == np.arange(len(self.labels_))
+
+    def _name_labels_by_prompts(self, label_names, prompt_labels):
+        """A multilabel y without column names takes the prompt embedder's labels."""
+        if self.task_ == "multilabel" and label_names is None and prompt_labels is not None:
+            self.labels_ = np.asarray(list(prompt_labels), dtype=object)
+
     def _prompt_labels(self, label_names):
         """The names the label prompts are made for: y's columns (None if
         unnamed) for multilabel y, the class names for 1-D y."""

@@ -15,8 +15,9 @@ Models:
 - ``BaselineClassifier``, ``ConcatFusionClassifier``,
   ``WeightedSumClassifier``: their defaults (hidden layers (512, 256), 30
   epochs, batch 64, AdamW), on the CPU, seeded by the draw;
-- ``TextAnchoredClassifier`` with ``anchor_weight="auto"``, ``"clap"``, and
-  "auto" with ``learn_text_scale=True``; ``TipAdapterClassifier`` with its
+- ``TextAnchoredClassifier`` with ``anchor_weight="auto"`` (the sum of the
+  next two), ``"inverse_positives"`` and ``"clap"``, and "auto" with
+  ``learn_text_scale=True``; ``TipAdapterClassifier`` with its
   defaults; both given the world's prompts, logit scale and bias;
 - random-prompt controls of TextAnchored (auto) and TipAdapter:
   :func:`skclipxray.experiment.random_like` of the prompts, one per draw.
@@ -77,11 +78,11 @@ BASELINE = "Baseline"
 AUTO = "TextAnchored auto"
 AUTO_RANDOM = "TextAnchored auto, random prompts"
 MODELS = (
-    ZERO_SHOT, BASELINE, "ConcatFusion", "WeightedSum", AUTO, "TextAnchored clap",
-    "TextAnchored auto, learned text scale", "TipAdapter", AUTO_RANDOM,
+    ZERO_SHOT, BASELINE, "ConcatFusion", "WeightedSum", AUTO, "TextAnchored 1/n_k",
+    "TextAnchored clap", "TextAnchored auto, learned text scale", "TipAdapter", AUTO_RANDOM,
     "TipAdapter, random prompts",
 )
-MISALIGNED_MODELS = (ZERO_SHOT, BASELINE, AUTO)
+MISALIGNED_MODELS = (ZERO_SHOT, BASELINE, AUTO, "TextAnchored 1/n_k", "TextAnchored clap")
 
 
 def _text_heads():
@@ -118,6 +119,8 @@ def make_model(name, world, seed):
     text = dict(logit_scale=world.logit_scale, logit_bias=world.logit_bias, device="cpu")
     if name in (AUTO, AUTO_RANDOM):
         return TextAnchoredClassifier(prompts, anchor_weight="auto", **text)
+    if name == "TextAnchored 1/n_k":
+        return TextAnchoredClassifier(prompts, anchor_weight="inverse_positives", **text)
     if name == "TextAnchored clap":
         return TextAnchoredClassifier(prompts, anchor_weight="clap", **text)
     if name == "TextAnchored auto, learned text scale":

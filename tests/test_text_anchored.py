@@ -183,10 +183,27 @@ def test_binary_y_with_one_prompt_per_class(world):
 # The anchor ---------------------------------------------------------------------------
 
 
-def test_auto_anchor_weight_is_one_over_the_positives_of_each_label(world):
+def test_inverse_positives_anchor_weight_is_one_over_the_positives_of_each_label(world):
     X, Y, prompts = world
-    head = TextAnchoredClassifier(prompts, logit_scale=1.0, device="cpu").fit(X, Y)
+    head = TextAnchoredClassifier(
+        prompts, logit_scale=1.0, anchor_weight="inverse_positives", device="cpu"
+    ).fit(X, Y)
     np.testing.assert_allclose(head.anchor_weight_, 1.0 / Y.sum(axis=0).to_numpy())
+
+
+def test_auto_anchor_weight_is_the_sum_of_both_rules(world):
+    X, Y, prompts = world
+    weights = {
+        rule: TextAnchoredClassifier(prompts, logit_scale=1.0, anchor_weight=rule, max_iter=0)
+        .fit(X, Y).anchor_weight_
+        for rule in ("auto", "inverse_positives", "clap")
+    }
+    np.testing.assert_allclose(
+        weights["auto"], weights["inverse_positives"] + weights["clap"], rtol=1e-12
+    )
+    # Without prompts, CLAP's rule has nothing to read: 1 / n_k alone.
+    no_text = TextAnchoredClassifier(max_iter=0).fit(X, Y)
+    np.testing.assert_allclose(no_text.anchor_weight_, weights["inverse_positives"])
 
 
 def test_clap_anchor_weight_is_the_mean_zero_shot_softmax_of_the_positives(world):

@@ -101,7 +101,9 @@ class TextAnchoredClassifier(
           text is wrong.
         - ``"clap"``: CLAP's rule, ``λ_k`` the mean zero-shot softmax
           probability of label ``k`` over its positives (softmax across the
-          labels), a penalty on CLAP's unit-norm weights on ``f̂``; converted
+          labels), here counted above chance (``(p - 1/L) / (1 - 1/L)``,
+          floored at 0, so that prompts no better than a uniform guess do not
+          hold the weights), a penalty on CLAP's unit-norm weights on ``f̂``; converted
           here to logits on standardised features (divided by ``s²`` and by
           the mean variance of the coordinates of ``f̂``). It grows with how
           well the text already fits the training data, but not with the
@@ -281,6 +283,10 @@ class TextAnchoredClassifier(
         mean_fit = np.where(
             counts > 0, (fit * positives).sum(axis=0) / np.maximum(counts, 1), 1.0
         )
+        # Above chance only: prompts that fit no better than a uniform guess
+        # (1 / n_outputs) get no anchor from this rule.
+        chance = 1.0 / len(mean_fit)
+        mean_fit = np.clip((mean_fit - chance) / (1.0 - chance), 0.0, None)
         # CLAP penalises unit-norm weights on f̂; θ is in logits, on
         # standardised features: divide by the scale squared and by the
         # features' variance (their mean: one number per label).

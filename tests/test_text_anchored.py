@@ -206,7 +206,7 @@ def test_auto_anchor_weight_is_the_sum_of_both_rules(world):
     np.testing.assert_allclose(no_text.anchor_weight_, weights["inverse_positives"])
 
 
-def test_clap_anchor_weight_is_the_mean_zero_shot_softmax_of_the_positives(world):
+def test_clap_anchor_weight_is_the_mean_zero_shot_softmax_of_the_positives_above_chance(world):
     X, Y, prompts = world
     scale = np.log(10.0)
     head = TextAnchoredClassifier(
@@ -216,9 +216,8 @@ def test_clap_anchor_weight_is_the_mean_zero_shot_softmax_of_the_positives(world
     fit = softmax(zero_shot, axis=1)
     # In logits (scale 10, squared) on standardised coordinates of f̂.
     variance = normalize(X).var(axis=0).mean()
-    expected = [
-        fit[Y[label] == 1, k].mean() / (100.0 * variance) for k, label in enumerate(LABELS)
-    ]
+    above_chance = [(fit[Y[label] == 1, k].mean() - 1 / 3) / (2 / 3) for k, label in enumerate(LABELS)]
+    expected = np.clip(above_chance, 0, None) / (100.0 * variance)
     np.testing.assert_allclose(head.anchor_weight_, expected, rtol=1e-6)
 
 

@@ -59,7 +59,9 @@ class TipAdapterClassifier(
     validation data. Here ``r_k`` first scales the cache term so that, over
     the training images (each left out of its own cache term), its standard
     deviation equals that of the zero-shot logits (1 logit without prompts):
-    ``alpha=1`` weighs the cache as much as the text on any checkpoint.
+    ``alpha=1`` weighs the cache as much as the text on any checkpoint; with
+    prompts known to fit the labels poorly, a larger ``alpha`` leans on the
+    cache.
     ``fit`` only stores the cache; with ``alpha=0`` the classifier equals
     zero-shot exactly. Affinities are computed in blocks on ``device``, so
     memory stays bounded for caches of 100,000 images and more.

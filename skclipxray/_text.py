@@ -140,16 +140,6 @@ class LabelPrompts:
     logit_bias: float
     labels: object
 
-    @property
-    def scale(self):
-        return math.exp(self.logit_scale)
-
-    def logits(self, images):
-        """Zero-shot logits of unit-norm ``images``, float64 (n, n_labels)."""
-        return zero_shot_logits(
-            images, self.positive, self.negative, self.scale, self.logit_bias
-        )
-
 
 def fit_label_prompts(
     prompts, label_names, n_expected, *, logit_scale, logit_bias, what, owner,

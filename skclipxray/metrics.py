@@ -18,6 +18,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
+    brier_score_loss,
     f1_score,
     hamming_loss,
     make_scorer,
@@ -160,6 +161,7 @@ def multilabel_report(
     threshold=0.5,
     labels=None,
     zero_division=0.0,
+    n_bins=10,
 ):
     """Per-label and summary metrics of a multilabel classifier.
 
@@ -179,12 +181,19 @@ def multilabel_report(
     zero_division : float, default=0.0
         Precision, recall or F1 of a label with nothing predicted or nothing to
         find; passed to scikit-learn.
+    n_bins : int, default=10
+        Bins of the expected calibration error: equal widths over [0, 1].
 
     Returns
     -------
     per_label : pandas.DataFrame
         Indexed by label: ``threshold``, ``support`` (positives), ``roc_auc``,
-        ``average_precision``, ``precision``, ``recall``, ``f1``.
+        ``average_precision``, ``precision``, ``recall``, ``f1``, and, when
+        the scores are probabilities (all in [0, 1]; NaN otherwise), how well
+        they are calibrated: ``brier`` (scikit-learn's Brier score, lower is
+        better) and ``ece``, the expected calibration error: over ``n_bins``
+        equal-width bins of the predicted probability, the mean over images
+        of ``|fraction of positives - mean probability|`` of their bin.
     summary : pandas.Series
         Indexed by metric, in the order of :data:`SUMMARY_METRICS`:
         ``exact_match``, ``hamming_loss`` (lower is better), macro and micro
@@ -227,6 +236,7 @@ def multilabel_report(
             "precision": precision,
             "recall": recall,
             "f1": f1,
+            **_calibration(y_true, y_score, n_bins),
         },
         index=pd.Index(labels, name="label"),
     )
@@ -234,6 +244,27 @@ def multilabel_report(
         _summary(y_true, y_score, y_pred, zero_division), name="value", dtype=float
     ).rename_axis("metric")
     return per_label, summary
+
+
+def _calibration(y_true, y_score, n_bins):
+    """Per-label Brier score and expected calibration error (NaN unless probabilities)."""
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive int, got {n_bins!r}.")
+    n_labels = y_true.shape[1]
+    if not ((y_score >= 0) & (y_score <= 1)).all():
+        return {"brier": np.full(n_labels, np.nan), "ece": np.full(n_labels, np.nan)}
+    # Bin j holds [j/n_bins, (j+1)/n_bins); a probability of 1 goes to the last.
+    bins = np.minimum((y_score * n_bins).astype(int), n_bins - 1)
+    ece = np.empty(n_labels)
+    for k in range(n_labels):
+        count = np.bincount(bins[:, k], minlength=n_bins)
+        gap = np.abs(
+            np.bincount(bins[:, k], weights=y_true[:, k], minlength=n_bins)
+            - np.bincount(bins[:, k], weights=y_score[:, k], minlength=n_bins)
+        )
+        ece[k] = gap.sum() / count.sum()
+    brier = [brier_score_loss(y_true[:, k], y_score[:, k]) for k in range(n_labels)]
+    return {"brier": np.asarray(brier), "ece": ece}
 
 
 def _bootstrap_indices(n_samples, groups, rng):

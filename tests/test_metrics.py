@@ -400,3 +400,50 @@ def test_undefined_labels_are_named_with_the_reason():
     with pytest.warns(UndefinedMetricWarning, match=match):
         _, summary = multilabel_report(Y[["Edema"]], np.full((3, 1), 0.5))
     assert np.isnan(summary["roc_auc_macro"])
+
+
+# Calibration ----------------------------------------------------------------------------
+
+
+def _ece_reference(y, p, n_bins):
+    """The expected calibration error, bin by bin, as its definition reads."""
+    edges = np.linspace(0, 1, n_bins + 1)
+    total = 0.0
+    for j in range(n_bins):
+        last = j == n_bins - 1
+        in_bin = (p >= edges[j]) & ((p <= edges[j + 1]) if last else (p < edges[j + 1]))
+        if in_bin.any():
+            total += in_bin.sum() * abs(y[in_bin].mean() - p[in_bin].mean())
+    return total / len(p)
+
+
+def test_report_gives_brier_score_and_expected_calibration_error():
+    from sklearn.metrics import brier_score_loss
+
+    rng = np.random.default_rng(0)
+    p = rng.random((500, 3))
+    p[:5, 0] = [0.0, 1.0, 0.1, 0.2, 0.999]  # bin edges
+    # Label 0 calibrated, label 1 over-confident, label 2 scores always 0.5.
+    y = np.column_stack([
+        rng.random(500) < p[:, 0], rng.random(500) < 0.5, rng.random(500) < 0.3,
+    ]).astype(int)
+    p[:, 2] = 0.5
+    per_label, _ = multilabel_report(y, p, labels=["a", "b", "c"], n_bins=10)
+    for k in range(3):
+        assert per_label["brier"].iloc[k] == pytest.approx(brier_score_loss(y[:, k], p[:, k]))
+        assert per_label["ece"].iloc[k] == pytest.approx(_ece_reference(y[:, k], p[:, k], 10))
+    assert per_label["ece"].iloc[2] == pytest.approx(abs(y[:, 2].mean() - 0.5))
+    assert per_label["ece"]["a"] < per_label["ece"]["b"]
+
+
+def test_calibration_is_nan_for_scores_that_are_not_probabilities():
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    logits = np.array([[2.0, -1.0], [-3.0, 0.5], [1.0, 2.0], [-1.0, -2.0]])
+    per_label, _ = multilabel_report(y, logits, threshold=0.0)
+    assert per_label["brier"].isna().all() and per_label["ece"].isna().all()
+    assert per_label["roc_auc"].notna().all()
+
+
+def test_n_bins_must_be_a_positive_int():
+    with pytest.raises(ValueError, match="n_bins must be a positive int, got 0"):
+        multilabel_report([[1, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], n_bins=0)

@@ -57,6 +57,7 @@ import numbers
 import os
 import sqlite3
 import threading
+import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,7 +65,9 @@ from pathlib import Path
 import numpy as np
 
 from ._cache_format import (
+    _SQLITE_BUSY,
     _SQLITE_CANTOPEN,
+    _SQLITE_LOCKED,
     _SQLITE_READONLY,
     _VECTOR_DTYPE,
     _as_key,
@@ -81,6 +84,10 @@ from ._cache_format import (
 )
 
 __all__ = ["EmbeddingCache", "EmbeddingCacheError", "ReadOnlyCacheError"]
+
+#: Seconds between tries of a busy open: doubling from the first to the last.
+_FIRST_RETRY_DELAY = 0.01
+_LAST_RETRY_DELAY = 0.5
 
 
 class EmbeddingCacheError(OSError):
@@ -245,16 +252,30 @@ class EmbeddingCache:
         )
 
     def _open_for_writing(self):
-        connection = self._new_connection(self.path)
-        try:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            self._prepare_schema(connection, writable=True)
-        except BaseException:
-            connection.close()
-            raise
-        self._read_only = None
-        return connection
+        # Opening meets the other connections' opening and closing: the WAL
+        # switch and its recovery can answer "busy" at once, without SQLite's
+        # busy timeout, so a busy open is tried again until `timeout` is spent.
+        deadline = time.monotonic() + self.timeout
+        delay = _FIRST_RETRY_DELAY
+        while True:
+            connection = self._new_connection(self.path)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                self._prepare_schema(connection, writable=True)
+            except sqlite3.OperationalError as exc:
+                connection.close()
+                if (_result_code(exc) not in (_SQLITE_BUSY, _SQLITE_LOCKED)
+                        or time.monotonic() + delay > deadline):
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, _LAST_RETRY_DELAY)
+                continue
+            except BaseException:
+                connection.close()
+                raise
+            self._read_only = None
+            return connection
 
     def _open_read_only(self, reason):
         uri = self.path.absolute().as_uri()

@@ -693,3 +693,29 @@ def test_sigkill_mid_run_loses_at_most_the_batch_in_flight(tiny_model_dir, pngs,
         rtol=1e-5, atol=1e-6,
     )
     assert EmbeddingCache(cache_path).to_frame().shape == (len(pngs), 32)
+
+
+def test_a_busy_open_is_tried_again_until_the_timeout(tmp_path, monkeypatch):
+    """Opening can meet another connection's WAL switch or recovery, which SQLite
+    answers with "busy" at once, without its busy timeout."""
+    prepare = EmbeddingCache._prepare_schema
+    calls = []
+
+    def busy_twice(self, connection, *, writable):
+        calls.append(writable)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return prepare(self, connection, writable=writable)
+
+    monkeypatch.setattr(EmbeddingCache, "_prepare_schema", busy_twice)
+    cache = EmbeddingCache(tmp_path / "cache.sqlite", timeout=5)
+    assert len(cache) == 0 and len(calls) == 3
+
+    def always_busy(self, connection, *, writable):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(EmbeddingCache, "_prepare_schema", always_busy)
+    start = time.monotonic()
+    with pytest.raises(EmbeddingCacheError, match="is locked: .* within timeout=0.3 seconds"):
+        len(EmbeddingCache(tmp_path / "other.sqlite", timeout=0.3))
+    assert time.monotonic() - start < 1.0

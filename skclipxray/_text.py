@@ -25,8 +25,9 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.preprocessing import normalize
 from sklearn.utils._param_validation import HasMethods
-from sklearn.utils.validation import check_array
+from sklearn.utils.validation import check_array, validate_data
 
+from ._device import resolve_device
 from .labels import NIH_PATHOLOGIES
 
 __all__ = [
@@ -219,11 +220,32 @@ class ZeroShotTermMixin:
     For the classifiers whose logits start from, or add to, zero-shot
     scores (with :class:`~skclipxray._heads.target.TargetMixin` for
     ``task_``, ``labels_`` and the names the prompts are made for):
-    :meth:`_fit_prompts` sets ``prompt_embeddings_`` (and
+    :meth:`_start_fit` does what their ``fit`` does first, the multilabel
+    tags are declared once, :meth:`_fit_prompts` sets ``prompt_embeddings_`` (and
     ``negative_prompt_embeddings_``), ``logit_scale_`` and ``logit_bias_``;
     :meth:`_zero_shot` gives the zero-shot logits, or zeros when the
     estimator was given no prompts.
     """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        tags.non_deterministic = False
+        return tags
+
+    def _start_fit(self, X, y):
+        """What ``fit`` does first: check the device, X and y, fit the prompts.
+
+        Returns ``X`` as float64, ``y`` as :meth:`_encode_target` gives it, and
+        the torch device (a device this machine lacks fails here, before any work).
+        """
+        label_names = list(y.columns) if hasattr(y, "columns") else None
+        device = resolve_device(self.device)
+        X, y = validate_data(self, X, y, multi_output=True, dtype=[np.float64, np.float32])
+        targets = self._encode_target(y, label_names)
+        self._fit_prompts(label_names, X.shape[1])
+        self._check_threshold()
+        return X.astype(np.float64), targets, device
 
     def _fit_prompts(self, label_names, n_features):
         for name in ("prompt_embeddings_", "negative_prompt_embeddings_"):

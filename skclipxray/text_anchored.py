@@ -19,7 +19,6 @@ from sklearn.preprocessing import StandardScaler, normalize
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._device import resolve_device
 from ._heads.target import LogitsMixin, TargetMixin
 from ._text import PROMPT_CONSTRAINTS, ZeroShotTermMixin
 
@@ -252,12 +251,6 @@ class TextAnchoredClassifier(
         self.device = device
         self.verbose = verbose
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = True
-        tags.non_deterministic = False
-        return tags
-
     # ------------------------------------------------------------ features
     def _unscaled_features(self, X, unit):
         """``g(f)`` before standardisation: ``f̂``, then ``f`` with ``raw_features``."""
@@ -349,17 +342,9 @@ class TextAnchoredClassifier(
         -------
         self
         """
-        label_names = list(y.columns) if hasattr(y, "columns") else None
-        device = resolve_device(self.device)  # a device this machine lacks fails here
-        X, y = validate_data(
-            self, X, y, multi_output=True, dtype=[np.float64, np.float32]
-        )
-        X = X.astype(np.float64)
-        targets = self._encode_target(y, label_names)
+        X, targets, device = self._start_fit(X, y)
         if self.task_ == "binary":
             targets = targets.ravel().astype(np.int64)
-        self._fit_prompts(label_names, X.shape[1])
-        self._check_threshold()
         unit = normalize(X)
         zero_shot = self._zero_shot(unit)
         # Every feature at unit variance: the penalty then weighs all

@@ -167,12 +167,6 @@ class TipAdapterClassifier(
         self.threshold = threshold
         self.device = device
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = True
-        tags.non_deterministic = False
-        return tags
-
     @_fit_context(
         # A prompt transformer given as prompts is fitted inside: it checks
         # its own parameters.
@@ -194,20 +188,13 @@ class TipAdapterClassifier(
         -------
         self
         """
-        label_names = list(y.columns) if hasattr(y, "columns") else None
-        resolve_device(self.device)  # a device this machine lacks fails here
-        X, y = validate_data(
-            self, X, y, multi_output=True, dtype=[np.float64, np.float32]
-        )
-        targets = self._encode_target(y, label_names)
-        self._fit_prompts(label_names, X.shape[1])
-        self._check_threshold()
+        X, targets, _ = self._start_fit(X, y)
         members = self._members(targets)
         counts = members.sum(axis=0)
         values = np.where(
             counts > 0, members / np.maximum(counts, 1) - 1.0 / len(members), 0.0
         )
-        unit = normalize(X.astype(np.float64))
+        unit = normalize(X)
         self.cache_keys_ = unit.astype(np.float32)
         self.cache_values_ = values
         self.cache_scale_ = self._spread_ratio(unit)

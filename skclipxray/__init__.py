@@ -20,6 +20,8 @@ _EXPORTS = {
     "ImageReadError": "images",
     "ImageReadWarning": "images",
     "ModelNotAvailableError": "_backbone",
+    "MultilabelCalibratedClassifierCV": "calibration",
+    "MultilabelTunedThresholdClassifierCV": "thresholds",
     "NEGATIVE_TEMPLATES": "prompts",
     "NIH_PATHOLOGIES": "labels",
     "PromptEnsembleEmbedder": "prompts",
@@ -36,6 +38,7 @@ _EXPORTS = {
 # Submodules reachable as attributes of the package, as after an eager import.
 _SUBMODULES = (
     "cache",
+    "calibration",
     "classifiers",
     "cli",
     "datasets",
@@ -51,6 +54,7 @@ _SUBMODULES = (
     "similarity",
     "testing",
     "text_anchored",
+    "thresholds",
     "tip_adapter",
     "zeroshot",
 )

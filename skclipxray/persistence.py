@@ -57,6 +57,7 @@ TRUSTED_TYPES = (
     "pathlib.WindowsPath",
     "pathlib._local.PosixPath",  # Python >= 3.13 spells the module so
     "pathlib._local.WindowsPath",
+    "skclipxray.calibration.MultilabelCalibratedClassifierCV",
     "skclipxray.classifiers.BaselineClassifier",
     "skclipxray.classifiers.ConcatFusionClassifier",
     "skclipxray.classifiers.WeightedSumClassifier",
@@ -64,6 +65,7 @@ TRUSTED_TYPES = (
     "skclipxray.prompts.PromptEnsembleEmbedder",
     "skclipxray.similarity.PromptSimilarity",
     "skclipxray.text_anchored.TextAnchoredClassifier",
+    "skclipxray.thresholds.MultilabelTunedThresholdClassifierCV",
     "skclipxray.tip_adapter.TipAdapterClassifier",
     "skclipxray.zeroshot.ZeroShotClassifier",
 )

@@ -4,9 +4,9 @@ matplotlib is an optional extra (``pip install 'skclipxray[plot]'``), imported
 only when a plot is drawn. The functions follow scikit-learn's display
 conventions (:class:`sklearn.metrics.RocCurveDisplay`):
 
-- ``ax=`` draws into existing axes. :func:`plot_roc_curves`, which draws one
-  panel per label, takes a sequence of axes (one per label) or a figure to
-  fill with panels.
+- ``ax=`` draws into existing axes. :func:`plot_roc_curves` and
+  :func:`plot_reliability_diagrams`, which draw one panel per label, take a
+  sequence of axes (one per label) or a figure to fill with panels.
 - Without ``ax`` or ``path``, the figure is made with :mod:`matplotlib.pyplot`,
   so that ``plt.show()`` shows it and notebooks and sphinx-gallery display it.
 - Every function returns the figure it drew in.
@@ -30,19 +30,25 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ._validation import check_label_matrix, check_scores
+from .metrics import _calibration, _calibration_bins
 
 __all__ = [
     "CHANCE_GID",
     "MODEL_ORDER",
+    "PERFECT_CALIBRATION_GID",
     "plot_label_cooccurrence",
     "plot_label_efficiency",
     "plot_label_frequency",
+    "plot_reliability_diagrams",
     "plot_roc_curves",
     "plot_train_size_curves",
 ]
 
 #: ``gid`` of the chance diagonal in ROC panels, to tell it from the model curves.
 CHANCE_GID = "chance"
+
+#: ``gid`` of the diagonal of perfect calibration in reliability diagrams.
+PERFECT_CALIBRATION_GID = "perfect calibration"
 
 #: Model names with a fixed colour: the i-th takes the i-th colour of the cycle.
 MODEL_ORDER = (
@@ -164,6 +170,29 @@ def _legend_below(ax, **kwargs):
     )
 
 
+def _scores_by_model(Y_scores, labels, n_samples):
+    """``{name: (n_samples, n_labels) float array}``; one array is the model "model"."""
+    if not isinstance(Y_scores, dict):
+        Y_scores = {"model": Y_scores}
+    if not Y_scores:
+        raise ValueError("Y_scores is empty; pass {model_name: scores}.")
+    return {
+        name: check_scores(s, labels, n_samples, name=f"Y_scores[{name!r}]")
+        for name, s in Y_scores.items()
+    }
+
+
+def _panel_figsize(panel_size, n_models):
+    """``figsize(nrows, ncols)`` of panels whose rows grow by their legends."""
+    # Each row of panels grows by its legends, so that the panels keep their size.
+    extra = (_below_axis_label() + _legend_height(n_models)) / 72
+
+    def figsize(nrows, ncols):
+        return panel_size * ncols, (panel_size + extra) * nrows
+
+    return figsize
+
+
 def _save(figure, path, dpi):
     if path is not None:
         figure.savefig(path, dpi=dpi)
@@ -218,20 +247,8 @@ def plot_roc_curves(
     3
     """
     y_true, labels = check_label_matrix(Y_true, labels)
-    if not isinstance(Y_scores, dict):
-        Y_scores = {"model": Y_scores}
-    if not Y_scores:
-        raise ValueError("Y_scores is empty; pass {model_name: scores}.")
-    scores = {
-        name: check_scores(s, labels, len(y_true), name=f"Y_scores[{name!r}]")
-        for name, s in Y_scores.items()
-    }
-    # Each row of panels grows by its legends, so that the panels keep their size.
-    extra = (_below_axis_label() + _legend_height(len(scores))) / 72
-
-    def figsize(nrows, ncols):
-        return panel_size * ncols, (panel_size + extra) * nrows
-
+    scores = _scores_by_model(Y_scores, labels, len(y_true))
+    figsize = _panel_figsize(panel_size, len(scores))
     figure, axes = _panel_axes(ax, path, len(labels), ncols, figsize)
     colors = _model_colors(scores)
     for j, (label, ax) in enumerate(zip(labels, axes)):
@@ -251,6 +268,120 @@ def plot_roc_curves(
         ax.set(title=f"{label} (n+={int(y.sum())})", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
         ax.set_xlabel("false positive rate", fontsize=_AXIS_LABEL_SIZE)
         ax.set_ylabel("true positive rate", fontsize=_AXIS_LABEL_SIZE)
+    return _save(figure, path, dpi)
+
+
+def plot_reliability_diagrams(
+    Y_true, Y_scores, *, labels=None, n_bins=10, path=None, ax=None, ncols=4,
+    panel_size=3.0, dpi=120,
+):
+    """Reliability diagrams, one panel per label, several models overlaid.
+
+    A reliability diagram shows whether predicted probabilities can be read as
+    frequencies: of the images given a probability near 0.3, about 30% should
+    have the label. The probabilities of a label are put in ``n_bins``
+    equal-width bins, [j/n_bins, (j+1)/n_bins) (a probability of 1 in the
+    last), and each non-empty bin is one point: the mean predicted probability
+    against the fraction of positives. Points on the diagonal are perfectly
+    calibrated; points below it are over-confident. These are the bins of the
+    expected calibration error (ECE) of
+    :func:`skclipxray.metrics.multilabel_report`, which the legend gives.
+
+    Parameters
+    ----------
+    Y_true : array-like or DataFrame of shape (n_samples, n_labels)
+        0/1 truth; a DataFrame's columns name the labels.
+    Y_scores : dict of str to array-like, or array-like
+        Probabilities of each model, ``{name: (n_samples, n_labels)}``, e.g.
+        from ``predict_proba``; a single array is one model named "model".
+    labels : sequence of str, optional
+        Label names when ``Y_true`` is not a DataFrame.
+    n_bins : int, default=10
+        Number of equal-width bins over [0, 1], as ``n_bins`` of
+        :func:`~skclipxray.metrics.multilabel_report`.
+    path : str or path-like, optional
+        Where to save the figure (format from the suffix, e.g. ``.png``).
+        Without ``ax``, the figure is then made without pyplot.
+    ax : array-like of matplotlib.axes.Axes, or matplotlib.figure.Figure, optional
+        Axes to draw the panels into, one per label in order (a single axes
+        for a single label), or a figure (or subfigure) to add the panels to.
+        By default, a new figure.
+    ncols : int, default=4
+        Panels per row, when the panels are created.
+    panel_size : float, default=3.0
+        Width and height of a panel in inches, when the figure is created.
+    dpi : int, default=120
+        Resolution of the saved file.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per label. Each holds one line with markers per model
+        (``gid`` the model's name), labelled with its ECE, the diagonal of
+        perfect calibration (``gid`` :data:`PERFECT_CALIBRATION_GID`) and,
+        under the axis labels, a legend. A label with one class only in
+        ``Y_true`` still has its curves: calibration is defined without
+        positives (or without negatives), unlike the ROC curve.
+
+    Raises
+    ------
+    ValueError
+        When the scores of a model are not all in [0, 1]: calibration needs
+        probabilities (``predict_proba``, not ``decision_function``).
+
+    See Also
+    --------
+    sklearn.calibration.CalibrationDisplay : One model and one label; its bins
+        hold (j/n_bins, (j+1)/n_bins], which may differ at the edges.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.RandomState(0)
+    >>> proba = rng.rand(200, 2)
+    >>> Y = (rng.rand(200, 2) < proba).astype(int)
+    >>> fig = plot_reliability_diagrams(Y, {"calibrated": proba, "overconfident": proba ** 3},
+    ...                                 labels=["Mass", "Hernia"], n_bins=5)
+    >>> len(fig.axes)
+    2
+    >>> [line.get_gid() for line in fig.axes[0].get_lines()]
+    ['perfect calibration', 'calibrated', 'overconfident']
+    """
+    y_true, labels = check_label_matrix(Y_true, labels)
+    scores = _scores_by_model(Y_scores, labels, len(y_true))
+    ece = {}
+    for name, s in scores.items():
+        if not ((s >= 0) & (s <= 1)).all():
+            raise ValueError(
+                f"Y_scores[{name!r}] holds values from {s.min():.3g} to {s.max():.3g}, "
+                "outside [0, 1]; calibration needs probabilities: pass predict_proba, "
+                "not decision_function."
+            )
+        ece[name] = _calibration(y_true, s, n_bins)["ece"]  # validates n_bins too
+    figsize = _panel_figsize(panel_size, len(scores))
+    figure, axes = _panel_axes(ax, path, len(labels), ncols, figsize)
+    colors = _model_colors(scores)
+    for j, (label, ax) in enumerate(zip(labels, axes)):
+        ax.plot(
+            [0, 1], [0, 1], linestyle=":", color="grey", linewidth=1,
+            gid=PERFECT_CALIBRATION_GID,
+        )
+        y = y_true[:, j]
+        for name, s in scores.items():
+            bins = _calibration_bins(s[:, j], n_bins)
+            count = np.bincount(bins, minlength=n_bins)
+            filled = count > 0
+            mean_score = np.bincount(bins, weights=s[:, j], minlength=n_bins)[filled]
+            positives = np.bincount(bins, weights=y, minlength=n_bins)[filled]
+            ax.plot(
+                mean_score / count[filled], positives / count[filled], marker="o",
+                markersize=4, linewidth=1.5, color=colors[str(name)], clip_on=False,
+                label=f"{name} (ECE {ece[name][j]:.3f})", gid=name,
+            )
+        _legend_below(ax)
+        ax.set(title=f"{label} (n+={int(y.sum())})", xlim=(0, 1), ylim=(0, 1), aspect="equal")
+        ax.set_xlabel("mean predicted probability", fontsize=_AXIS_LABEL_SIZE)
+        ax.set_ylabel("fraction of positives", fontsize=_AXIS_LABEL_SIZE)
     return _save(figure, path, dpi)
 
 

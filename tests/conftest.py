@@ -7,7 +7,10 @@ import shutil
 import subprocess
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
@@ -87,3 +90,52 @@ def scored_model_dir(tiny_model_dir, tmp_path_factory):
         model.logit_bias.fill_(LOGIT_BIAS)
     model.save_pretrained(folder)
     return folder
+
+
+class FixedScoreClassifier(ClassifierMixin, BaseEstimator):
+    """A multilabel "classifier" whose probabilities are ``sigmoid(sharpness * X + shift)``.
+
+    Column ``k`` of ``X`` is label ``k``'s logit. With labels drawn at
+    ``sigmoid(X)``, a sharpness other than 1 or a shift other than 0 makes
+    deliberately miscalibrated probabilities whose ranking is exact. ``fit``
+    learns nothing, so every fold gives the same map.
+    """
+
+    def __init__(self, sharpness=4.0, shift=0.0):
+        self.sharpness = sharpness
+        self.shift = shift
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    def fit(self, X, y):
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def predict_proba(self, X):
+        return expit(self.sharpness * np.asarray(X, dtype=np.float64) + self.shift)
+
+
+def calibration_world(n_samples, n_labels=3, random_state=0):
+    """Logits ``X`` and labels drawn at ``sigmoid(X)``: scores calibrated by construction."""
+    rng = np.random.default_rng(random_state)
+    X = rng.normal(scale=1.5, size=(n_samples, n_labels))
+    Y = (rng.random(X.shape) < expit(X)).astype(np.int64)
+    return X, Y
+
+
+class GroupRecorder(ClassifierMixin, BaseEstimator):
+    """Records the patients (column 0 of X) each clone is trained on and asked about."""
+
+    log = []
+
+    def fit(self, X, y):
+        self.trained_on_ = set(np.asarray(X)[:, 0].astype(int))
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def predict_proba(self, X):
+        GroupRecorder.log.append((self.trained_on_, set(np.asarray(X)[:, 0].astype(int))))
+        return np.full((len(X), 2), 0.5) + 0.01 * np.asarray(X)[:, 1:3]

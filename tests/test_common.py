@@ -20,6 +20,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skclipxray import SigLIPImageEmbedder
+from skclipxray.calibration import MultilabelCalibratedClassifierCV
 from skclipxray.classifiers import (
     BaselineClassifier,
     ConcatFusionClassifier,
@@ -29,6 +30,7 @@ from skclipxray.prompts import PromptEnsembleEmbedder
 from skclipxray.similarity import PromptSimilarity
 from skclipxray.testing import HashPromptEmbedder
 from skclipxray.text_anchored import TextAnchoredClassifier
+from skclipxray.thresholds import MultilabelTunedThresholdClassifierCV
 from skclipxray.tip_adapter import TipAdapterClassifier
 from skclipxray.zeroshot import ZeroShotClassifier
 
@@ -53,6 +55,8 @@ ESTIMATORS = [
     TextAnchoredClassifier(anchor_weight=0.01, raw_features=True, device="cpu"),
     TipAdapterClassifier(device="cpu"),
     PromptSimilarity(HashPromptEmbedder(dim=CHECKPOINT_WIDTH)),
+    MultilabelCalibratedClassifierCV(TextAnchoredClassifier(device="cpu"), cv=3),
+    MultilabelTunedThresholdClassifierCV(TextAnchoredClassifier(device="cpu"), cv=3),
 ]
 
 # ZeroShotClassifier scores the checkpoint's image embeddings against one
@@ -77,8 +81,39 @@ _OTHER_WIDTH = (
     "checkpoint that made the image embeddings"
 )
 
+# The meta-estimators learn per label: a calibration map or a threshold of a
+# probability. A multiclass y has neither (scikit-learn's CalibratedClassifierCV
+# calibrates it); they refuse it, and these checks fit on one.
+_MULTICLASS_Y = (
+    "fits on a multiclass y, which the per-label meta-estimators refuse: they "
+    "take a multilabel y, or a binary one as one label"
+)
+_MULTICLASS_CHECKS = (
+    "check_classifiers_classes",
+    "check_classifiers_train",
+    "check_dict_unchanged",
+    "check_dont_overwrite_parameters",
+    "check_dtype_object",
+    "check_estimator_sparse_array",
+    "check_estimator_sparse_matrix",
+    "check_estimator_sparse_tag",
+    "check_estimators_fit_returns_self",
+    "check_estimators_overwrite_params",
+    "check_f_contiguous_array_estimator",
+    "check_fit2d_predict1d",
+    "check_fit_score_takes_y",
+    "check_methods_sample_order_invariance",
+    "check_methods_subset_invariance",
+    "check_n_features_in_after_fitting",
+    "check_positive_only_tag_during_fit",
+    "check_readonly_memmap_input",
+    "check_supervised_y_2d",
+)
+
 #: Estimator class name -> {check name: why it cannot apply}.
 EXPECTED_FAILED_CHECKS = {
+    "MultilabelCalibratedClassifierCV": dict.fromkeys(_MULTICLASS_CHECKS, _MULTICLASS_Y),
+    "MultilabelTunedThresholdClassifierCV": dict.fromkeys(_MULTICLASS_CHECKS, _MULTICLASS_Y),
     "PromptSimilarity": {
         name: _OTHER_WIDTH for name in (
             "check_dict_unchanged",

@@ -11,11 +11,13 @@ from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
+    confusion_matrix,
     f1_score,
     hamming_loss,
     precision_score,
     recall_score,
     roc_auc_score,
+    roc_curve,
 )
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.neighbors import KNeighborsClassifier
@@ -29,6 +31,7 @@ from skclipxray.metrics import (
     multilabel_scorers,
     tune_thresholds,
 )
+from skclipxray.metrics import _check_objective, _tune_thresholds_table
 
 LABELS = ["Atelectasis", "Effusion", "Mass", "Pneumonia", "Hernia"]
 
@@ -349,7 +352,7 @@ def test_tuned_f1_is_the_best_over_candidate_thresholds(validation):
 def test_tune_thresholds_with_a_callable_metric(validation):
     Y, S = validation
     thresholds = tune_thresholds(
-        Y.to_numpy(), S.to_numpy(), metric=balanced_accuracy_score, max_candidates=None
+        Y.to_numpy(), S.to_numpy(), objective=balanced_accuracy_score, max_candidates=None
     )
     assert thresholds.index.tolist() == ["label_0", "label_1", "label_2"]
     for j, t in enumerate(thresholds):
@@ -366,7 +369,9 @@ def test_tune_thresholds_limits_the_calls_of_a_callable_metric(validation):
         tried.append(int(y_pred.sum()))
         return -abs(int(y_pred.sum()) - 30)  # best: 30 predicted positives
 
-    thresholds = tune_thresholds(Y.iloc[:, :1], S.iloc[:, :1], metric=record, max_candidates=11)
+    thresholds = tune_thresholds(
+        Y.iloc[:, :1], S.iloc[:, :1], objective=record, max_candidates=11
+    )
     assert len(tried) <= 11
     candidates = np.quantile(np.unique(S.iloc[:, 0]), np.linspace(0, 1, 11), method="nearest")
     assert thresholds.iloc[0] in candidates
@@ -379,8 +384,215 @@ def test_tune_thresholds_without_positives_uses_the_default(validation):
     with pytest.warns(UndefinedMetricWarning, match=r"No positive in Y_true for \['Hernia'\]"):
         thresholds = tune_thresholds(Y, S, default=0.7)
     assert thresholds["Hernia"] == 0.7
-    with pytest.raises(ValueError, match="metric must be 'f1' or a callable"):
-        tune_thresholds(Y, S, metric="auc")
+
+
+def _best_threshold(candidates, values):
+    """The highest candidate whose value is the maximum (up to rounding)."""
+    values = np.asarray(values, dtype=float)
+    return max(c for c, v in zip(candidates, values) if v >= values.max() - 1e-12)
+
+
+def _brute_force(y, s, level, constrained, maximised):
+    """The best ``maximised`` among the distinct scores where ``constrained`` >= level."""
+    feasible = [t for t in np.unique(s) if constrained(y, s >= t) >= level]
+    return max(maximised(y, s >= t) for t in feasible)
+
+
+def _specificity(y, pred):
+    tn, fp, _, _ = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    return tn / (tn + fp)
+
+
+def test_the_metric_alias_warns_and_still_works(validation):
+    Y, S = validation
+    with pytest.warns(FutureWarning, match="`metric` was renamed `objective`"):
+        aliased = tune_thresholds(Y, S, metric=balanced_accuracy_score)
+    pd.testing.assert_series_equal(
+        aliased, tune_thresholds(Y, S, objective=balanced_accuracy_score)
+    )
+    with pytest.raises(ValueError, match="Pass objective= only"):
+        tune_thresholds(Y, S, objective="youden", metric="f1")
+
+
+def test_youden_is_the_argmax_of_tpr_minus_fpr(validation):
+    Y, S = validation
+    thresholds = tune_thresholds(Y, S, objective="youden")
+    for label in Y.columns:
+        fpr, tpr, candidates = roc_curve(Y[label], S[label], drop_intermediate=False)
+        assert thresholds[label] == _best_threshold(candidates, tpr - fpr)
+
+
+def test_balanced_accuracy_is_the_brute_force_maximum_and_youden_threshold(validation):
+    Y, S = validation
+    thresholds = tune_thresholds(Y, S, objective="balanced_accuracy")
+    for label in Y.columns:
+        y, s = Y[label], S[label]
+        candidates = np.unique(s)
+        values = [balanced_accuracy_score(y, s >= t) for t in candidates]
+        assert balanced_accuracy_score(y, s >= thresholds[label]) == pytest.approx(max(values))
+        assert thresholds[label] == _best_threshold(candidates, values)
+    pd.testing.assert_series_equal(thresholds, tune_thresholds(Y, S, objective="youden"))
+
+
+def test_ties_go_to_the_higher_threshold(validation):
+    Y, S = validation
+    thresholds = tune_thresholds(Y, S, objective=lambda y_true, y_pred: 1.0)
+    pd.testing.assert_series_equal(thresholds, S.max().rename_axis("label"), check_names=False)
+
+
+def _gaussian(n, seed):
+    """Positives score one standard deviation above negatives; 30% prevalence."""
+    rng = np.random.RandomState(seed)
+    y = (rng.rand(n, 1) < 0.3).astype(int)
+    return y, y + rng.randn(n, 1)
+
+
+def test_min_sensitivity_holds_on_held_out_data():
+    y, s = _gaussian(20000, seed=0)
+    threshold = tune_thresholds(y, s, objective=("min_sensitivity", 0.9)).iloc[0]
+
+    y, s = y[:, 0], s[:, 0]
+    assert recall_score(y, s >= threshold) >= 0.9
+    positives, negatives = np.sort(s[y == 1]), np.sort(s[y == 0])
+    candidates = np.unique(s)
+    # Counting, per candidate, the positives and negatives on either side.
+    sensitivity = 1 - np.searchsorted(positives, candidates, side="left") / len(positives)
+    specificity = np.searchsorted(negatives, candidates, side="left") / len(negatives)
+    assert _specificity(y, s >= threshold) == pytest.approx(
+        specificity[sensitivity >= 0.9].max()
+    )
+    y_new, s_new = _gaussian(20000, seed=1)
+    assert recall_score(y_new[:, 0], s_new[:, 0] >= threshold) == pytest.approx(0.9, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    "objective, constrained, maximised",
+    [
+        (("min_sensitivity", 0.8), recall_score, _specificity),
+        (("min_specificity", 0.8), _specificity, recall_score),
+        (["min_specificity", 0.95], _specificity, recall_score),
+        (("min_precision", 0.5), precision_score, recall_score),
+        (("min_precision", 0.3), precision_score, recall_score),
+    ],
+)
+def test_constrained_objectives_equal_brute_force(validation, objective, constrained, maximised):
+    Y, S = validation
+    table = _tune_thresholds_table(
+        Y.to_numpy(), S.to_numpy(), _check_objective(objective), Y.columns.tolist()
+    )
+    assert table.columns.tolist() == [
+        "threshold", "objective_value", "sensitivity", "specificity", "precision", "reached",
+    ]
+    assert table.index.name == "label"
+    pd.testing.assert_series_equal(
+        table["threshold"], tune_thresholds(Y, S, objective=objective)
+    )
+    for label in Y.columns:
+        y, s = Y[label].to_numpy(), S[label].to_numpy()
+        row = table.loc[label]
+        pred = s >= row["threshold"]
+        assert row["reached"]
+        assert constrained(y, pred) >= objective[1]
+        best = _brute_force(y, s, objective[1], constrained, maximised)
+        assert maximised(y, pred) == pytest.approx(best)
+        assert row["objective_value"] == pytest.approx(best)
+        assert row["sensitivity"] == pytest.approx(recall_score(y, pred))
+        assert row["specificity"] == pytest.approx(_specificity(y, pred))
+        assert row["precision"] == pytest.approx(precision_score(y, pred))
+
+
+def test_objective_values_of_the_table(validation):
+    Y, S = validation
+    y_true, y_score, labels = Y.to_numpy(), S.to_numpy(), Y.columns.tolist()
+    for objective, reference in [
+        ("f1", f1_score),
+        ("balanced_accuracy", balanced_accuracy_score),
+        ("youden", lambda y, pred: recall_score(y, pred) + _specificity(y, pred) - 1),
+    ]:
+        table = _tune_thresholds_table(y_true, y_score, objective, labels)
+        for j, label in enumerate(labels):
+            pred = y_score[:, j] >= table.loc[label, "threshold"]
+            assert table.loc[label, "objective_value"] == pytest.approx(
+                reference(y_true[:, j], pred)
+            ), objective
+        assert table["reached"].all()
+
+
+def test_unreachable_min_precision_warns_and_uses_the_closest_threshold(validation):
+    Y, S = validation
+    Y, S = Y.copy(), S.copy()
+    # The two highest Hernia scores are a negative and a positive: precision <= 1/2.
+    top = S["Hernia"].nlargest(2).index
+    Y.loc[top, "Hernia"] = [0, 1]
+    y, s = Y["Hernia"].to_numpy(), S["Hernia"].to_numpy()
+    candidates = np.unique(s)
+    precisions = [precision_score(y, s >= t) for t in candidates]
+    highest = max(precisions)
+    assert highest < 0.99
+
+    match = (
+        rf"min_precision 0\.99 cannot be reached for 'Hernia' on these scores: the highest "
+        rf"precision at any threshold is {highest:.3g} \(recall "
+    )
+    with pytest.warns(UserWarning, match=match) as record:
+        table = _tune_thresholds_table(
+            Y.to_numpy(), S.to_numpy(), ("min_precision", 0.99), Y.columns.tolist()
+        )
+    assert table.loc["Hernia", "threshold"] == _best_threshold(candidates, precisions)
+    assert not table.loc["Hernia", "reached"]
+    for label in ("Atelectasis", "Mass"):
+        if table.loc[label, "reached"]:
+            assert table.loc[label, "precision"] >= 0.99
+        else:
+            assert any(f"for {label!r}" in str(w.message) for w in record)
+
+
+def test_labels_without_a_negative_keep_the_default_for_specificity_objectives(validation):
+    Y, S = validation
+    Y = Y.copy()
+    Y["Mass"] = 1
+    for objective in ["youden", ("min_specificity", 0.9)]:
+        with pytest.warns(UndefinedMetricWarning, match=r"No negative in Y_true for \['Mass'\]"):
+            table = _tune_thresholds_table(
+                Y.to_numpy(), S.to_numpy(), objective, Y.columns.tolist(), default=0.4
+            )
+        assert table.loc["Mass", "threshold"] == 0.4
+        assert not table.loc["Mass", "reached"]
+        assert np.isnan(table.loc["Mass", "objective_value"])
+        assert np.isnan(table.loc["Mass", "specificity"])
+        assert table.loc[["Atelectasis", "Hernia"], "reached"].all()
+
+
+@pytest.mark.parametrize(
+    "objective, message",
+    [
+        ("auc", "unknown objective 'auc'"),
+        ("min_precision", r"'min_precision' needs a level, e\.g\. \('min_precision', 0\.9\)"),
+        (("min_precision", 0),
+         r"the level of 'min_precision' must be a number in \(0, 1\], got 0"),
+        (("min_sensitivity", 1.5), "the level of 'min_sensitivity' must be .* got 1.5"),
+        (("min_specificity", "0.9"), "the level of 'min_specificity' must be .* got '0.9'"),
+        (("min_specificity", True), "the level of 'min_specificity' must be .* got True"),
+        (("min_specificity", np.nan), "the level of 'min_specificity' must be .* got nan"),
+        (("youden", 0.9), r"'youden' takes no level"),
+        (("max_recall", 0.9), "unknown objective 'max_recall'"),
+        (("min_precision",), r"got \('min_precision',\)"),
+        (0.9, "got 0.9"),
+    ],
+)
+def test_bad_objectives_are_named(validation, objective, message):
+    Y, S = validation
+    spellings = r"Use 'f1', 'youden', 'balanced_accuracy', \('min_sensitivity', x\)"
+    with pytest.raises(ValueError, match=f"Invalid objective: {message}"):
+        tune_thresholds(Y, S, objective=objective)
+    with pytest.raises(ValueError, match=spellings):
+        _check_objective(objective)
+
+
+def test_check_objective_normalises():
+    assert _check_objective(["min_sensitivity", 1]) == ("min_sensitivity", 1.0)
+    assert _check_objective("youden") == "youden"
+    assert _check_objective(f1_score) is f1_score
 
 
 def test_undefined_labels_are_named_with_the_reason():
@@ -447,3 +659,104 @@ def test_calibration_is_nan_for_scores_that_are_not_probabilities():
 def test_n_bins_must_be_a_positive_int():
     with pytest.raises(ValueError, match="n_bins must be a positive int, got 0"):
         multilabel_report([[1, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], n_bins=0)
+
+
+# Sensitivity and specificity ----------------------------------------------------------
+
+
+def test_report_sensitivity_and_specificity_equal_sklearn(data):
+    Y, S = data
+    thresholds = dict(zip(LABELS, [0.3, 0.4, 0.5, 0.5, 0.2]))
+    per_label, _ = multilabel_report(Y, S, threshold=thresholds)
+    for label in LABELS:
+        y, pred = Y[label], S[label] >= thresholds[label]
+        tn, fp, _, _ = confusion_matrix(y, pred).ravel()
+        assert per_label.loc[label, "sensitivity"] == pytest.approx(recall_score(y, pred))
+        assert per_label.loc[label, "specificity"] == pytest.approx(tn / (tn + fp))
+    assert "sensitivity_ci_low" not in per_label
+
+    all_positive = Y.assign(Hernia=1)
+    with pytest.warns(UndefinedMetricWarning, match="no negative example of Hernia"):
+        per_label, _ = multilabel_report(all_positive, S, zero_division=1.0)
+    assert per_label.loc["Hernia", "specificity"] == 1.0
+
+
+def test_report_of_a_single_label_scores_its_positive_class(data):
+    Y, S = data
+    full, _ = multilabel_report(Y, S)
+    single, summary = multilabel_report(Y[["Mass"]], S[["Mass"]])
+    pd.testing.assert_frame_equal(single, full.loc[["Mass"]])
+    pred = S["Mass"] >= 0.5
+    for average in ("macro", "micro"):
+        assert summary[f"precision_{average}"] == pytest.approx(precision_score(Y["Mass"], pred))
+        assert summary[f"recall_{average}"] == pytest.approx(recall_score(Y["Mass"], pred))
+        assert summary[f"f1_{average}"] == pytest.approx(f1_score(Y["Mass"], pred))
+
+
+def test_report_intervals_equal_the_bootstrap_of_the_rates(data):
+    Y, S = data
+    groups = np.arange(len(Y)) // 3
+    per_label, _ = multilabel_report(
+        Y, S, n_boot=200, groups=groups, confidence=0.9, random_state=0
+    )
+    columns = ["sensitivity_ci_low", "sensitivity_ci_high", "specificity_ci_low",
+               "specificity_ci_high"]
+    assert per_label.columns[-4:].tolist() == columns
+
+    def rates(y_true, y_score):
+        pred = y_score >= 0.5
+        positives = y_true.sum(axis=0)
+        negatives = len(y_true) - positives
+        sensitivity = np.where(positives > 0, (pred & (y_true == 1)).sum(axis=0), np.nan)
+        specificity = np.where(negatives > 0, (~pred & (y_true == 0)).sum(axis=0), np.nan)
+        return {
+            **{f"sensitivity {label}": v for label, v in zip(LABELS, sensitivity / positives)},
+            **{f"specificity {label}": v for label, v in zip(LABELS, specificity / negatives)},
+        }
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 0/0 in replicates without Hernia
+        ci = bootstrap_ci(Y, S, rates, n_boot=200, groups=groups, confidence=0.9,
+                          random_state=0)
+    for label in LABELS:
+        for rate in ("sensitivity", "specificity"):
+            row = ci.loc[f"{rate} {label}"]
+            assert per_label.loc[label, f"{rate}_ci_low"] == pytest.approx(row["ci_low"])
+            assert per_label.loc[label, f"{rate}_ci_high"] == pytest.approx(row["ci_high"])
+            value = per_label.loc[label, rate]
+            assert value == pytest.approx(row["value"])
+            assert row["ci_low"] <= value <= row["ci_high"]
+
+
+def test_report_intervals_resample_whole_patients():
+    # Each patient: a found and a missed positive, a true and a false alarm.
+    n_patients = 30
+    y = np.tile([1, 1, 0, 0], n_patients)[:, None]
+    s = np.tile([0.9, 0.1, 0.1, 0.9], n_patients)[:, None]
+    groups = np.repeat(np.arange(n_patients), 4)
+
+    by_patient, _ = multilabel_report(y, s, n_boot=100, groups=groups, random_state=0)
+    by_image, _ = multilabel_report(y, s, n_boot=100, random_state=0)
+
+    for rate in ("sensitivity", "specificity"):
+        assert by_patient.loc["label_0", rate] == 0.5
+        # Every patient replicate finds half of the positives and half of the negatives.
+        assert by_patient.loc["label_0", f"{rate}_ci_low"] == 0.5
+        assert by_patient.loc["label_0", f"{rate}_ci_high"] == 0.5
+        assert by_image.loc["label_0", f"{rate}_ci_low"] < 0.5
+        assert by_image.loc["label_0", f"{rate}_ci_high"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_boot": -1}, "n_boot must be a non-negative int, got -1"),
+        ({"n_boot": 2.0}, "n_boot must be a non-negative int, got 2.0"),
+        ({"n_boot": 10, "confidence": 1.5}, r"confidence must be in \(0, 1\), got 1.5"),
+        ({"n_boot": 10, "groups": [0, 1]}, r"groups has shape \(2,\); expected \(400,\)"),
+    ],
+)
+def test_report_bootstrap_parameters_are_checked(data, kwargs, message):
+    Y, S = data
+    with pytest.raises(ValueError, match=message):
+        multilabel_report(Y, S, **kwargs)

@@ -37,7 +37,9 @@ from skclipxray import (
     WeightedSumClassifier,
     ZeroShotClassifier,
 )
+from skclipxray.calibration import MultilabelCalibratedClassifierCV
 from skclipxray.persistence import TRUSTED_TYPES, PersistenceError, load, save
+from skclipxray.thresholds import MultilabelTunedThresholdClassifierCV
 
 SMALL = dict(hidden_sizes=(16,), max_epochs=4, batch_size=32, random_state=0, device="cpu")
 LABELS = ["Mass", "Nodule", "Effusion"]
@@ -208,6 +210,8 @@ def test_trusted_types_are_exactly_what_the_estimators_need(fitted_heads, tiny_m
         ZeroShotClassifier(tiny_model_dir).fit(X, Y),
         TextAnchoredClassifier(prompts, device="cpu").fit(X, Y),
         TipAdapterClassifier(prompts, device="cpu").fit(X, Y),
+        MultilabelCalibratedClassifierCV(TextAnchoredClassifier(device="cpu"), cv=3).fit(X, Y),
+        MultilabelTunedThresholdClassifierCV(TextAnchoredClassifier(device="cpu"), cv=3).fit(X, Y),
         PromptSimilarity(prompts).fit(X, Y),
         PromptEnsembleEmbedder(tiny_model_dir).fit(LABELS),
         SigLIPImageEmbedder(tiny_model_dir).fit(),

@@ -1,5 +1,5 @@
-"""Plots: saved files, panels, curves against scikit-learn's roc_curve, pyplot
-figures, drawing into given axes, colours and legends."""
+"""Plots: saved files, panels, curves against scikit-learn's roc_curve and a
+NumPy binning, pyplot figures, drawing into given axes, colours and legends."""
 
 import sys
 
@@ -7,7 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score, roc_curve
+
+from skclipxray.metrics import multilabel_report
 
 import matplotlib  # the 'plot' extra, installed with the test extras
 
@@ -18,9 +21,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from skclipxray.plotting import (  # noqa: E402
     CHANCE_GID,
     MODEL_ORDER,
+    PERFECT_CALIBRATION_GID,
     plot_label_cooccurrence,
     plot_label_efficiency,
     plot_label_frequency,
+    plot_reliability_diagrams,
     plot_roc_curves,
     plot_train_size_curves,
 )
@@ -81,7 +86,8 @@ def _assert_png(path):
 
 
 def _model_lines(ax):
-    return [line for line in ax.lines if line.get_gid() != CHANCE_GID]
+    diagonals = (CHANCE_GID, PERFECT_CALIBRATION_GID)
+    return [line for line in ax.lines if line.get_gid() not in diagonals]
 
 
 def test_roc_curves_one_panel_per_label_one_line_per_model(tmp_path, data):
@@ -233,6 +239,7 @@ def _every_plot(data, sizes, efficiency, **kwargs):
         plot_label_cooccurrence(Y, annotate=False, **kwargs),
         plot_train_size_curves(sizes, **kwargs),
         plot_label_efficiency(efficiency, **kwargs),
+        plot_reliability_diagrams(Y, scores["baseline"], **kwargs),  # probabilities
     ]
 
 
@@ -348,3 +355,170 @@ def test_missing_matplotlib_names_the_plot_extra(monkeypatch, data):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"skclipxray\[plot\]"):
         plot_roc_curves(Y, Y, path="never-written.png")
+
+
+@pytest.fixture(scope="module")
+def probabilities(data):
+    """Probabilities of three models; 0, 1/2 and 1 exactly, to try the bin edges."""
+    Y, scores = data
+    proba = {
+        "baseline": scores["baseline"].copy(),
+        "fusion": scores["fusion"].clip(upper=1.0),  # many exact 1s: the last bin
+        "weighted": scores["weighted"].copy(),
+    }
+    proba["baseline"].iloc[:3] = np.array([0.0, 0.5, 1.0])[:, None]
+    return Y, proba
+
+
+def _reliability_reference(y, p, n_bins):
+    """Mean probability and fraction of positives of each non-empty bin, in NumPy."""
+    # Bin j holds [j/n_bins, (j+1)/n_bins): digitize's edges are closed on the left.
+    bins = np.digitize(p, np.linspace(0, 1, n_bins + 1)[1:-1])
+    count = np.bincount(bins, minlength=n_bins)
+    filled = count > 0
+    return (np.bincount(bins, weights=p, minlength=n_bins)[filled] / count[filled],
+            np.bincount(bins, weights=y, minlength=n_bins)[filled] / count[filled])
+
+
+def _ece_of_legend(line):
+    name, ece = line.get_label().rsplit(" (ECE ", 1)
+    return name, float(ece.rstrip(")"))
+
+
+@pytest.mark.parametrize("n_bins", [10, 4])
+def test_reliability_diagrams_points_against_numpy_and_ece_of_the_report(
+        tmp_path, probabilities, n_bins):
+    Y, proba = probabilities
+    path = tmp_path / "reliability.png"
+
+    figure = plot_reliability_diagrams(Y, proba, n_bins=n_bins, path=path, ncols=2)
+
+    _assert_png(path)
+    assert len(figure.axes) == len(LABELS)  # the sixth grid cell is removed
+    reports = {name: multilabel_report(Y, p, n_bins=n_bins)[0] for name, p in proba.items()}
+    for ax, label in zip(figure.axes, LABELS):
+        assert ax.get_title() == f"{label} (n+={Y[label].sum()})"
+        assert ax.get_xlabel() == "mean predicted probability"
+        assert ax.get_ylabel() == "fraction of positives"
+        assert ax.get_xlim() == (0, 1) and ax.get_ylim() == (0, 1)
+        assert ax.get_aspect() == 1
+        diagonal = [line for line in ax.lines if line.get_gid() == PERFECT_CALIBRATION_GID]
+        assert len(diagonal) == 1 and diagonal[0].get_linestyle() == ":"
+        lines = _model_lines(ax)
+        assert [line.get_gid() for line in lines] == list(proba)
+        for line, (name, p) in zip(lines, proba.items()):
+            mean, fraction = _reliability_reference(Y[label].to_numpy(), p[label].to_numpy(),
+                                                    n_bins)
+            np.testing.assert_allclose(line.get_xdata(), mean)
+            np.testing.assert_allclose(line.get_ydata(), fraction)
+            assert line.get_marker() == "o"
+            legend_name, ece = _ece_of_legend(line)
+            assert legend_name == name
+            assert ece == pytest.approx(reports[name]["ece"][label], abs=5e-4)  # 3 decimals
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert texts == [line.get_label() for line in lines]
+
+
+def test_reliability_diagrams_of_a_single_array_and_a_label_with_one_class(probabilities):
+    Y, proba = probabilities
+    Y = Y.copy()
+    Y["Hernia"] = 0
+    p = proba["fusion"].to_numpy()
+
+    figure = plot_reliability_diagrams(Y.to_numpy(), p, labels=LABELS)
+
+    assert [len(_model_lines(ax)) for ax in figure.axes] == [1] * len(LABELS)
+    hernia = _model_lines(figure.axes[-1])[0]
+    assert hernia.get_gid() == "model"
+    np.testing.assert_array_equal(hernia.get_ydata(), 0.0)  # no positives in any bin
+    mean, _ = _reliability_reference(np.zeros(len(p)), p[:, -1], 10)
+    np.testing.assert_allclose(hernia.get_xdata(), mean)
+    _, ece = _ece_of_legend(hernia)
+    with pytest.warns(UndefinedMetricWarning, match="Hernia"):  # its ROC AUC, not its ECE
+        report, _ = multilabel_report(Y, p)
+    assert ece == pytest.approx(report["ece"]["Hernia"], abs=5e-4)
+
+
+def test_reliability_diagrams_refuse_what_is_not_probabilities(data, probabilities):
+    Y, scores = data
+    _, proba = probabilities
+    with pytest.raises(ValueError, match=r"Y_scores\['fusion'\] holds values from .* outside "
+                       r"\[0, 1\]; calibration needs probabilities: pass predict_proba"):
+        plot_reliability_diagrams(Y, {"baseline": proba["baseline"], "fusion": scores["fusion"]})
+    with pytest.raises(ValueError, match=r"Y_scores\['model'\] holds values from -0.5"):
+        plot_reliability_diagrams(Y, proba["baseline"] - 0.5)
+    with pytest.raises(ValueError, match=r"Y_scores\['fusion'\] has shape \(150, 4\)"):
+        plot_reliability_diagrams(Y, {"fusion": proba["fusion"].to_numpy()[:, :4]})
+    with pytest.raises(ValueError, match="n_bins must be a positive int, got 0"):
+        plot_reliability_diagrams(Y, proba, n_bins=0)
+    with pytest.raises(ValueError, match="Y_scores is empty"):
+        plot_reliability_diagrams(Y, {})
+    assert plt.get_fignums() == []  # refused before any figure is made
+
+
+def test_reliability_diagrams_draw_into_given_axes_or_a_figure(probabilities):
+    from matplotlib.figure import Figure
+
+    Y, proba = probabilities
+    figure, axes = plt.subplots(2, 3)
+    opened = plt.get_fignums()
+    assert plot_reliability_diagrams(Y, proba, ax=axes) is figure  # a 2x3 array, 5 used
+    assert plot_reliability_diagrams(Y, proba, ax=list(axes.ravel())) is figure
+    assert plt.get_fignums() == opened
+    assert [len(_model_lines(ax)) for ax in axes.ravel()] == [2 * len(proba)] * 5 + [0]
+    assert axes[0, 0].get_title().startswith(LABELS[0])
+    one = plot_reliability_diagrams(Y[["Mass"]], proba["fusion"][["Mass"]], ax=axes[1, 2])
+    assert one is figure and len(_model_lines(axes[1, 2])) == 1
+
+    panels = Figure()
+    assert plot_reliability_diagrams(Y, proba, ax=panels, ncols=3) is panels
+    assert len(panels.axes) == len(LABELS)
+    assert [ax.get_title().split(" (")[0] for ax in panels.axes] == LABELS
+    assert plt.get_fignums() == opened
+
+    with pytest.raises(ValueError, match="ax holds 3 axes for 5 labels"):
+        plot_reliability_diagrams(Y, proba, ax=axes[0])
+
+
+def test_reliability_diagrams_saved_to_files_leave_no_figure_open(tmp_path, probabilities):
+    Y, proba = probabilities
+    for i in range(21):  # pyplot warns beyond 20 open figures
+        figure = plot_reliability_diagrams(Y, proba, path=tmp_path / f"reliability{i}.png")
+    assert plt.get_fignums() == []
+    assert len(figure.axes) == len(LABELS)  # still returned
+    _assert_png(tmp_path / "reliability20.png")
+
+    shown = plot_reliability_diagrams(Y, proba)
+    assert plt.get_fignums() == [shown.number]
+
+
+def test_reliability_diagrams_colours_are_those_of_the_other_plots(data, sizes):
+    Y, _ = data
+    rng = np.random.RandomState(2)
+    proba = {name: rng.rand(*Y.shape) for name in ["zero-shot", "baseline", "mine",
+                                                   "weighted-sum", "concat-fusion"]}
+    reliability = plot_reliability_diagrams(Y, proba)
+    roc = plot_roc_curves(Y, proba)
+    curves = plot_train_size_curves(sizes)  # the same models, in another order
+
+    def colours(ax):
+        return {line.get_gid(): matplotlib.colors.to_hex(line.get_color())
+                for line in _model_lines(ax)}
+
+    expected = {line.get_label(): matplotlib.colors.to_hex(line.get_color())
+                for line in curves.axes[0].get_lines()}
+    assert len(set(expected.values())) == len(expected)
+    for ax, roc_ax in zip(reliability.axes, roc.axes):
+        assert colours(ax) == expected == colours(roc_ax)
+
+
+def test_reliability_legends_leave_the_curves_and_axis_labels_clear(probabilities):
+    Y, proba = probabilities
+    for figure in [plot_reliability_diagrams(Y, proba),
+                   plot_reliability_diagrams(Y, proba, panel_size=2)]:
+        figure.canvas.draw()
+        for ax in figure.axes:
+            legend = _extent(ax.get_legend(), figure)
+            assert not legend.overlaps(_extent(ax, figure))
+            assert legend.y1 < _extent(ax.xaxis.label, figure).y0  # below the axis label
+            assert legend.y0 >= 0  # inside the figure

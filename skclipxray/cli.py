@@ -77,6 +77,19 @@ def _shot(text):
         ) from None
 
 
+def _operating_point(words):
+    """``["youden"]`` -> ``"youden"``; ``["min_sensitivity", "0.9"]`` -> ``["min_sensitivity", 0.9]``.
+
+    Anything else is passed on as typed, for the experiment's check to name.
+    """
+    if len(words) == 1:
+        return words[0]
+    try:
+        return [words[0], *(float(word) for word in words[1:])]
+    except ValueError:
+        return list(words)
+
+
 def _experiment_defaults():
     """The defaults of :class:`~skclipxray.experiment.ExperimentConfig`, by field."""
     from .experiment import ExperimentConfig
@@ -105,6 +118,22 @@ def _add_experiment_options(parser, defaults):
     _add_option(parser, "--n-draws", type=_positive_int, default=defaults["n_draws"],
                 help="draws per number of positives in the sweep, each with its own "
                 "seed; 'all' is drawn once")
+    _add_option(parser, "--operating-point", nargs="+",
+                default=list(defaults["operating_point"]),
+                help="objective of each model's per-label thresholds, tuned on a "
+                "validation split of the training patients: f1, youden, "
+                "balanced_accuracy, or min_sensitivity X, min_specificity X, "
+                "min_precision X")
+    _add_option(parser, "--calibration", default=defaults["calibration"],
+                choices=["temperature", "sigmoid", "isotonic"],
+                help="calibration map fitted on the same validation split")
+    _add_option(parser, "--validation-size", type=float,
+                default=defaults["validation_size"],
+                help="fraction of the training patients that tune the operating points "
+                "and the calibration")
+    _add_option(parser, "--n-boot", type=_positive_int, default=defaults["n_boot"],
+                help="patient-bootstrap replicates of the test sensitivity and "
+                "specificity intervals")
     _add_option(parser, "--hidden-sizes", type=int, nargs="+",
                 default=list(defaults["hidden_sizes"]), help="hidden layers of every head")
     _add_option(parser, "--max-epochs", type=int, default=defaults["max_epochs"],
@@ -127,7 +156,9 @@ def _config(args, nih_root, model, out_dir, metadata=None):
         nih_root=str(nih_root), out_dir=str(out_dir), metadata=metadata, model=str(model),
         n_per_label=args.n_per_label, test_size=args.test_size,
         train_sizes=list(args.train_sizes), shots=list(args.shots), n_draws=args.n_draws,
-        views=getattr(args, "views", "all"),
+        operating_point=_operating_point(args.operating_point),
+        calibration=args.calibration, validation_size=args.validation_size,
+        n_boot=args.n_boot, views=getattr(args, "views", "all"),
         follow_up=getattr(args, "follow_up", "all"), cache=args.cache,
         hidden_sizes=tuple(args.hidden_sizes), max_epochs=args.max_epochs,
         device=args.device, dtype=args.dtype, embed_batch_size=args.batch_size,

@@ -54,6 +54,21 @@ class ExperimentConfig:
     n_draws : int
         Draws (seeds) per number of positives in the sweep; ``"all"`` is
         drawn once, since every draw would hold the same images.
+    operating_point : str or list
+        The objective of each model's per-label thresholds, as
+        :class:`~skclipxray.thresholds.MultilabelTunedThresholdClassifierCV`
+        spells it: ``["min_sensitivity", 0.9]`` (the best specificity with a
+        sensitivity of at least 0.9), ``"youden"``, ``"f1"``, ... They are
+        tuned on a validation split of the training patients.
+    calibration : {"temperature", "sigmoid", "isotonic"}
+        The calibration map fitted on the same validation split, as
+        :class:`~skclipxray.calibration.MultilabelCalibratedClassifierCV`.
+    validation_size : float
+        Fraction of the training patients held out to tune the operating
+        points and the calibration (the models are refitted on the rest).
+    n_boot : int
+        Patient-bootstrap replicates of the intervals of the test
+        sensitivity and specificity.
     views, follow_up : str
         Passed to :func:`~skclipxray.datasets.load_nih_chestxray14`.
     cache : str, optional
@@ -79,6 +94,10 @@ class ExperimentConfig:
     train_sizes: list = field(default_factory=list)
     shots: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, ALL_SHOTS])
     n_draws: int = 5
+    operating_point: list = field(default_factory=lambda: ["min_sensitivity", 0.9])
+    calibration: str = "temperature"
+    validation_size: float = 0.2
+    n_boot: int = 1000
     views: str = "all"
     follow_up: str = "all"
     cache: str = None
@@ -165,6 +184,10 @@ def _heads(config, prompts):
     }
 
 
+#: How the name of a random-prompt control ends.
+_CONTROL_SUFFIX = " (random prompts)"
+
+
 def _check_sweep(shots, n_draws, random_state):
     """The label-efficiency settings, sorted and without repeats; raise on bad ones.
 
@@ -194,6 +217,29 @@ def _check_sweep(shots, n_draws, random_state):
     return numbers + [ALL_SHOTS] * (ALL_SHOTS in shots)
 
 
+def _check_operating_point(config):
+    """The operating point's objective, normalised; raise on bad settings before any work."""
+    from .metrics import _check_objective
+
+    objective = _check_objective(config.operating_point)
+    if config.calibration not in _CALIBRATIONS:
+        raise ValueError(
+            f"calibration must be one of {list(_CALIBRATIONS)}, got {config.calibration!r}."
+        )
+    if isinstance(config.validation_size, bool) or not 0 < config.validation_size < 1:
+        raise ValueError(
+            f"validation_size must be a fraction in (0, 1), got {config.validation_size!r}."
+        )
+    if isinstance(config.n_boot, bool) or not isinstance(config.n_boot, (int, np.integer)) \
+            or config.n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {config.n_boot!r}.")
+    return objective
+
+
+#: Calibration maps of :attr:`ExperimentConfig.calibration`.
+_CALIBRATIONS = ("temperature", "sigmoid", "isotonic")
+
+
 def _draw_seed(random_state, draw):
     """The seed of draw ``draw`` of the sweep: the same for every number of positives.
 
@@ -203,8 +249,8 @@ def _draw_seed(random_state, draw):
     return int(np.random.SeedSequence([random_state, draw]).generate_state(1)[0])
 
 
-def _evaluate(Y_test, proba):
-    """Per-label report and summary metrics (a dict) of one model on the test set.
+def _report(Y_test, proba, **kwargs):
+    """:func:`~skclipxray.metrics.multilabel_report` of one model on the test set.
 
     The labels whose ROC AUC the test set cannot define are the same for every
     model: :func:`run_experiment` says so once, so the warning that
@@ -219,7 +265,12 @@ def _evaluate(Y_test, proba):
         warnings.filterwarnings(
             "ignore", message="ROC AUC is undefined", category=UndefinedMetricWarning
         )
-        report, summary = multilabel_report(Y_test, proba)
+        return multilabel_report(Y_test, proba, **kwargs)
+
+
+def _evaluate(Y_test, proba):
+    """Per-label report and summary metrics (a dict) of one model on the test set."""
+    report, summary = _report(Y_test, proba)
     return report, {name: float(value) for name, value in summary.items()}
 
 
@@ -248,7 +299,10 @@ def run_experiment(config, *, log=print):
     zero-shot floor, the heads that learn from the training embeddings
     (baseline, concat-fusion, weighted-sum, text-anchored, and tip-adapter,
     which caches them) and the random-prompt controls of the text-using ones;
-    evaluate on the held-out patients. Then the label-efficiency sweep: refit every model on
+    evaluate on the held-out patients. Then each model's operating point and
+    calibration: refitted on most of the training patients, with thresholds
+    (``config.operating_point``) and a calibration map (``config.calibration``)
+    fitted on the others, judged on the held-out patients. Then the label-efficiency sweep: refit every model on
     balanced draws of the training patients with ``config.shots`` positives
     per label, ``config.n_draws`` draws each, and evaluate each on the same
     held-out patients.
@@ -258,6 +312,18 @@ def run_experiment(config, *, log=print):
     - ``metrics.csv`` / ``metrics.md``: one row per model, summary metrics;
     - ``per_label_roc_auc.csv``: ROC AUC per model and pathology;
     - ``roc_curves.png``: one panel per pathology, every model overlaid;
+    - ``operating_points.csv``: one row per model and pathology: the
+      threshold tuned on the validation split, whether the objective was
+      reached there and the validation sensitivity and specificity, then on
+      the test patients ``support``, ``sensitivity`` and ``specificity`` with
+      their patient-bootstrap intervals (``_ci_low``, ``_ci_high``;
+      ``config.n_boot`` replicates) and ``precision``;
+      ``calibration.csv``: per model and pathology, the test ECE and Brier
+      score before and after calibration; ``operating_points_summary.csv`` /
+      ``operating_points.md``: their means over the pathologies, per model;
+      ``reliability.png`` / ``reliability_calibrated.png``: reliability
+      diagrams of the models (not their controls) before and after
+      (:func:`~skclipxray.plotting.plot_reliability_diagrams`);
     - ``train_sizes.csv`` / ``train_sizes.md`` / ``train_sizes.png`` when
       ``config.train_sizes`` is given;
     - ``label_efficiency.csv``: one row per number of positives per label and
@@ -301,6 +367,7 @@ def run_experiment(config, *, log=print):
     from .prompts import PromptEnsembleEmbedder
 
     shots = _check_sweep(config.shots, config.n_draws, config.random_state)
+    objective = _check_operating_point(config)
     out_dir = Path(config.out_dir)
     (out_dir / "models").mkdir(parents=True, exist_ok=True)
     cache = config.cache or str(out_dir / "embeddings.sqlite")
@@ -372,6 +439,10 @@ def run_experiment(config, *, log=print):
     pd.DataFrame(per_label).rename_axis("label").to_csv(out_dir / "per_label_roc_auc.csv")
     plot_roc_curves(Y_test, scores, path=out_dir / "roc_curves.png")
 
+    _operating_points(
+        config, objective, heads, X_train, Y_train, groups.iloc[train], X_test, Y_test,
+        groups_test, out_dir, log,
+    )
     if config.train_sizes:
         _train_size_curve(config, heads, X_train, Y_train, X_test, Y_test, out_dir, log)
     if shots:
@@ -384,6 +455,121 @@ def run_experiment(config, *, log=print):
 def _file_name(model_name):
     """``"weighted-sum (random prompts)"`` -> ``"weighted-sum-random-prompts"``."""
     return re.sub(r"[^0-9A-Za-z]+", "-", model_name).strip("-")
+
+
+def _operating_points(
+    config, objective, heads, X_train, Y_train, groups_train, X_test, Y_test, groups_test,
+    out_dir, log,
+):
+    """Each model's tuned operating point, and its calibration before and after, on the test set.
+
+    The training patients are split once more: each model is refitted on
+    ``1 - validation_size`` of them, its thresholds tuned
+    (:class:`~skclipxray.thresholds.MultilabelTunedThresholdClassifierCV`)
+    and its probabilities calibrated
+    (:class:`~skclipxray.calibration.MultilabelCalibratedClassifierCV`) on
+    the rest, both with ``cv="prefit"``, and both judged on the test
+    patients, which none of it has seen. What the tuning and calibration
+    warn about (a label without positives in the validation split, an
+    objective out of reach) is logged, once per model.
+    """
+    import pandas as pd
+    from sklearn.base import clone
+
+    from .calibration import MultilabelCalibratedClassifierCV
+    from .datasets import train_test_split_by_patient
+    from .metrics import _objective_name
+    from .plotting import plot_reliability_diagrams
+    from .thresholds import MultilabelTunedThresholdClassifierCV
+
+    fit, validation = train_test_split_by_patient(
+        np.arange(len(X_train)), groups=groups_train, test_size=config.validation_size,
+        random_state=config.random_state,
+    )
+    X_fit, Y_fit = X_train[fit], Y_train.iloc[fit]
+    X_val, Y_val = X_train[validation], Y_train.iloc[validation]
+    log(f"Operating points ({_objective_name(objective)}) and {config.calibration} "
+        f"calibration: tuned on {len(validation)} validation images of the training "
+        f"patients, the models refitted on the other {len(fit)}.")
+    point_rows, calibration_rows, summary, raw, calibrated = [], [], {}, {}, {}
+    for name, head in heads.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fitted = clone(head).fit(X_fit, Y_fit)
+            tuned = MultilabelTunedThresholdClassifierCV(
+                fitted, objective=objective, cv="prefit"
+            ).fit(X_val, Y_val)
+            calibrator = MultilabelCalibratedClassifierCV(
+                fitted, method=config.calibration, cv="prefit"
+            ).fit(X_val, Y_val)
+        for message in dict.fromkeys(str(w.message) for w in caught if _is_tuning(w)):
+            log(f"{name}: {message}")
+        raw[name] = fitted.predict_proba(X_test)
+        calibrated[name] = calibrator.predict_proba(X_test)
+        report, _ = _report(
+            Y_test, raw[name], threshold=tuned.best_thresholds_, n_boot=config.n_boot,
+            groups=groups_test, random_state=config.random_state,
+        )
+        after, _ = _report(Y_test, calibrated[name])
+        on_validation = pd.DataFrame(tuned.tuning_results_, index=report.index)
+        point_rows.append(pd.DataFrame({
+            "model": name,
+            "threshold": report["threshold"],
+            "reached_on_validation": on_validation["reached"],
+            "validation_sensitivity": on_validation["sensitivity"],
+            "validation_specificity": on_validation["specificity"],
+            **{column: report[column] for column in (
+                "support", "sensitivity", "sensitivity_ci_low", "sensitivity_ci_high",
+                "specificity", "specificity_ci_low", "specificity_ci_high", "precision",
+            )},
+        }))
+        calibration_rows.append(pd.DataFrame({
+            "model": name,
+            "ece_before": report["ece"], "ece_after": after["ece"],
+            "brier_before": report["brier"], "brier_after": after["brier"],
+        }))
+        summary[name] = {
+            "sensitivity_mean": report["sensitivity"].mean(),
+            "specificity_mean": report["specificity"].mean(),
+            "labels_reached_on_validation": int(on_validation["reached"].sum()),
+            "ece_before_mean": report["ece"].mean(),
+            "ece_after_mean": after["ece"].mean(),
+            "brier_before_mean": report["brier"].mean(),
+            "brier_after_mean": after["brier"].mean(),
+        }
+        log(f"{name:>32}: test sensitivity {summary[name]['sensitivity_mean']:.3f}, "
+            f"specificity {summary[name]['specificity_mean']:.3f}; ECE "
+            f"{summary[name]['ece_before_mean']:.3f} -> {summary[name]['ece_after_mean']:.3f}")
+    pd.concat(point_rows).to_csv(out_dir / "operating_points.csv")
+    pd.concat(calibration_rows).to_csv(out_dir / "calibration.csv")
+    table = pd.DataFrame.from_dict(summary, orient="index").rename_axis("model")
+    table.to_csv(out_dir / "operating_points_summary.csv")
+    (out_dir / "operating_points.md").write_text(
+        f"Operating point: {_objective_name(objective)} per label, tuned on "
+        f"{len(validation)} validation images of the training patients; "
+        f"{config.calibration} calibration fitted on the same images. Test "
+        "sensitivity and specificity are means over the labels; ECE (10 equal-width "
+        "bins) and Brier score before and after calibration, means over the labels. "
+        "Per-label values and patient-bootstrap intervals: operating_points.csv, "
+        "calibration.csv.\n\n" + _to_markdown(table)
+    )
+    # The random-prompt controls would only crowd the panels.
+    heads_only = [name for name in heads if not name.endswith(_CONTROL_SUFFIX)]
+    plot_reliability_diagrams(
+        Y_test, {name: raw[name] for name in heads_only}, path=out_dir / "reliability.png"
+    )
+    plot_reliability_diagrams(
+        Y_test, {name: calibrated[name] for name in heads_only},
+        path=out_dir / "reliability_calibrated.png",
+    )
+    return table
+
+
+def _is_tuning(caught):
+    """A warning of the tuning or the calibration (not a head's own, such as convergence)."""
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    return caught.category in (UserWarning, UndefinedMetricWarning)
 
 
 def _train_size_curve(config, heads, X_train, Y_train, X_test, Y_test, out_dir, log):

@@ -117,7 +117,8 @@ def test_experiment_help_shows_the_defaults_of_the_config_and_the_embedder():
     assert experiment.batch_size == config.embed_batch_size
     assert experiment.model == config.model
     for option in ("test_size", "device", "dtype", "random_state", "views", "follow_up",
-                   "shots", "n_draws"):
+                   "shots", "n_draws", "operating_point", "calibration", "validation_size",
+                   "n_boot"):
         assert getattr(experiment, option) == getattr(config, option), option
     assert config.shots == [1, 2, 4, 8, 16, 32, 64, "all"]
     embed = parsers["embed"].parse_args(["x.png", "--out", "x.csv"])
@@ -198,6 +199,30 @@ def test_shots_and_draws_are_parsed(argv, shots, n_draws):
     assert args.n_draws == n_draws
     config = _config(args, "x", "m", "out")
     assert (config.shots, config.n_draws) == (shots, n_draws)
+
+
+@pytest.mark.parametrize("argv, operating_point", [
+    ([], ["min_sensitivity", 0.9]),
+    (["--operating-point", "youden"], "youden"),
+    (["--operating-point", "min_specificity", "0.8"], ["min_specificity", 0.8]),
+    (["--operating-point", "min_precision", "high"], ["min_precision", "high"]),
+])
+def test_the_operating_point_is_parsed(argv, operating_point):
+    args = _subcommands()["experiment"].parse_args(["--nih-root", "x", *argv])
+    config = _config(args, "x", "m", "out")
+    assert config.operating_point == operating_point
+    assert (config.calibration, config.validation_size, config.n_boot) == ("temperature", 0.2, 1000)
+
+
+def test_a_bad_operating_point_is_one_line_before_any_work(tmp_path, capsys):
+    out = tmp_path / "never"
+    code = main(["experiment", "--nih-root", str(tmp_path), "--out", str(out),
+                 "--operating-point", "min_precision", "high"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("skclipxray experiment: error: Invalid objective: the level of "
+                          "'min_precision' must be a number in (0, 1], got 'high'.")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("argv, message", [

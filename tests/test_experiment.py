@@ -15,6 +15,10 @@ from skclipxray.experiment import ExperimentConfig, run_experiment
 from skclipxray.labels import NIH_PATHOLOGIES
 from skclipxray.metrics import multilabel_report
 from skclipxray.testing import make_synthetic_nih
+from skclipxray.thresholds import MultilabelTunedThresholdClassifierCV
+
+#: The images each model's operating point was tuned on, in the small run.
+TUNED_ON = []
 
 SHOTS = [1, 2, "all"]
 N_DRAWS = 2
@@ -50,6 +54,12 @@ def small_run(tmp_path_factory, tiny_model_dir):
     )
     draws = []
     balanced_subset = skclipxray.datasets.balanced_subset
+    tuning_fit = MultilabelTunedThresholdClassifierCV.fit
+    TUNED_ON.clear()
+
+    def recording_tuning(self, X, y, **kwargs):
+        TUNED_ON.append(list(y.index))
+        return tuning_fit(self, X, y, **kwargs)
 
     def recording(Y, n_per_label, **kwargs):
         indices, summary = balanced_subset(Y, n_per_label, **kwargs)
@@ -60,6 +70,7 @@ def small_run(tmp_path_factory, tiny_model_dir):
     filters = list(warnings.filters)
     with warnings.catch_warnings(record=True) as caught, pytest.MonkeyPatch.context() as mp:
         mp.setattr(skclipxray.datasets, "balanced_subset", recording)
+        mp.setattr(MultilabelTunedThresholdClassifierCV, "fit", recording_tuning)
         warnings.simplefilter("always")
         run_experiment(config, log=messages.append)
         warnings.warn("a warning of the user's own code", UserWarning)
@@ -205,6 +216,67 @@ def test_each_text_head_has_a_control_with_random_prompts_and_the_same_scale(tin
         params = heads[name].get_params()
         assert (params["logit_scale"], params["logit_bias"]) == (
             prompts.logit_scale_, prompts.logit_bias_)
+
+
+def test_operating_points_are_tuned_on_validation_patients_of_the_training_split(small_run):
+    *_, subset, _ = small_run
+    assert len(TUNED_ON) == len(MODELS)
+    assert all(rows == TUNED_ON[0] for rows in TUNED_ON)  # one split for every model
+    validation = subset.loc[TUNED_ON[0]]
+    assert (validation["split"] == "train").all()
+    patients = set(validation["patient_id"])
+    train = subset[subset["split"] == "train"]
+    # Every training image of a validation patient is in the validation split.
+    assert set(train.index[train["patient_id"].isin(patients)]) == set(TUNED_ON[0])
+    assert 0 < len(validation) < len(train)
+
+
+def test_operating_points_and_calibration_tables(small_run):
+    *_, out_dir, subset, _ = small_run
+    points = pd.read_csv(out_dir / "operating_points.csv")
+    labels = [c for c in subset.columns if c not in ("path", "patient_id", "split")]
+    assert list(points["model"].unique()) == MODELS
+    assert len(points) == len(MODELS) * len(labels)
+    test = subset[subset["split"] == "test"]
+    support = points.groupby("label", sort=False)["support"].first()
+    assert support.to_dict() == test[labels].sum().to_dict()
+    defined = points.dropna(subset=["sensitivity_ci_low", "specificity_ci_low"])
+    assert len(defined) > 0
+    assert (defined["sensitivity_ci_low"] <= defined["sensitivity"] + 1e-12).all()
+    assert (defined["sensitivity"] <= defined["sensitivity_ci_high"] + 1e-12).all()
+    assert (defined["specificity_ci_low"] <= defined["specificity"] + 1e-12).all()
+    assert points["threshold"].between(0, 1).all()
+    # The validation sensitivity reaches the objective wherever it says so.
+    reached = points[points["reached_on_validation"]]
+    assert (reached["validation_sensitivity"] >= 0.9).all()
+    calibration = pd.read_csv(out_dir / "calibration.csv")
+    assert list(calibration.columns) == [
+        "label", "model", "ece_before", "ece_after", "brier_before", "brier_after"
+    ]
+    assert len(calibration) == len(points)
+    assert calibration[["ece_before", "ece_after"]].stack().between(0, 1).all()
+    summary = pd.read_csv(out_dir / "operating_points_summary.csv", index_col="model")
+    means = calibration.groupby("model", sort=False)[["ece_before", "ece_after"]].mean()
+    np.testing.assert_allclose(summary.loc[MODELS, "ece_before_mean"], means.loc[MODELS, "ece_before"])
+    np.testing.assert_allclose(summary.loc[MODELS, "ece_after_mean"], means.loc[MODELS, "ece_after"])
+    assert "min_sensitivity 0.9" in (out_dir / "operating_points.md").read_text()
+    for name in ("reliability.png", "reliability_calibrated.png"):
+        assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"operating_point": "sensitivity"}, "unknown objective 'sensitivity'"),
+    ({"operating_point": ["min_sensitivity", 1.5]}, "must be a number in (0, 1]"),
+    ({"calibration": "beta"}, "calibration must be one of"),
+    ({"validation_size": 1.0}, "validation_size must be a fraction in (0, 1)"),
+    ({"n_boot": 0}, "n_boot must be a positive int, got 0."),
+])
+def test_bad_operating_point_settings_are_refused_before_anything_runs(tmp_path, settings, message):
+    out_dir = tmp_path / "never"
+    config = ExperimentConfig(nih_root=str(tmp_path / "missing"), out_dir=str(out_dir), **settings)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_experiment(config)
+    assert not out_dir.exists()
 
 
 @pytest.mark.parametrize("shots, n_draws, message", [

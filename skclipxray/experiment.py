@@ -302,10 +302,11 @@ def run_experiment(config, *, log=print):
     evaluate on the held-out patients. Then each model's operating point and
     calibration: refitted on most of the training patients, with thresholds
     (``config.operating_point``) and a calibration map (``config.calibration``)
-    fitted on the others, judged on the held-out patients. Then the label-efficiency sweep: refit every model on
-    balanced draws of the training patients with ``config.shots`` positives
-    per label, ``config.n_draws`` draws each, and evaluate each on the same
-    held-out patients.
+    fitted on the others, judged on the held-out patients. Then the
+    label-efficiency sweep: refit every model on balanced draws of the
+    training patients with ``config.shots`` positives per label,
+    ``config.n_draws`` draws each, and evaluate each on the same held-out
+    patients.
 
     Files written to ``config.out_dir``:
 

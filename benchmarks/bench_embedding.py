@@ -145,7 +145,7 @@ def pre_decoded_batches(backbone, paths, batch_size):
     from skclipxray.images import read_image
 
     preprocess = preprocessor(backbone)
-    pixels = np.stack([preprocess(read_image(p)) for p in paths])
+    pixels = np.stack([preprocess(read_image(p))["pixel_values"] for p in paths])
     return [
         torch.from_numpy(pixels[i : i + batch_size]).to(backbone.device, backbone.dtype)
         for i in range(0, len(pixels), batch_size)
@@ -322,11 +322,11 @@ def bench_throughput(args, checkpoint, paths, device, settings):
         compiled_e2e = embedder("auto", compile=args.compile_mode)
         first, _ = timed(lambda: compiled_e2e.fit_transform(compiled_images[:batch_size]), device)
         log(f"torch.compile {args.compile_mode}: first batch (compiling) {first:.1f} s")
-        tower = auto.vision_model(compile=args.compile_mode)
+        tower = auto.image_encoder(compile=args.compile_mode)
 
         def compiled_model_only():
             with torch.inference_mode():
-                return [tower(pixel_values=b).pooler_output for b in tc]
+                return [tower(pixel_values=b) for b in tc]
 
         compiled_model_only()  # tensors made outside inference mode: one more compile
 
@@ -377,11 +377,11 @@ def bench_int8(args, auto, images, reference, embedder, settings, run_naive, n_n
     e2e = embedder("auto", compile=args.compile_mode, quantize="int8")
     first, _ = timed(lambda: e2e.fit_transform(int8_images[:batch_size]), device)
     log(f"int8, torch.compile {args.compile_mode}: first batch (compiling) {first:.1f} s")
-    tower = auto.vision_model(compile=args.compile_mode, quantize="int8")
+    tower = auto.image_encoder(compile=args.compile_mode, quantize="int8")
 
     def model_only_int8():
         with torch.inference_mode():
-            return [tower(pixel_values=b).pooler_output for b in tensors]
+            return [tower(pixel_values=b) for b in tensors]
 
     model_only_int8()  # tensors made outside inference mode: one more compile
     out = {}

@@ -1,9 +1,11 @@
-"""Load a SigLIP checkpoint once per process and share it.
+"""Load a checkpoint once per process and share it.
 
 Every estimator that needs the model (image embedder, prompt embedder,
 zero-shot classifier) asks :func:`load_backbone` for it. One copy is kept per
 ``(checkpoint, device, dtype)``, so clones made by ``GridSearchCV`` and the
-image and text embedders all share the same weights in memory.
+image and text embedders all share the same weights in memory. The model
+families it loads (SigLIP, SigLIP 2, CLIP, image-only DINOv2) and what
+differs between them are described in :mod:`skclipxray._architectures`.
 """
 
 import functools
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._architectures import architecture_of, image_encoder
 from ._device import resolve_device, resolve_dtype
 
 __all__ = [
@@ -39,14 +42,17 @@ class ModelNotAvailableError(OSError):
 
 @dataclass(eq=False)
 class Backbone:
-    """A loaded SigLIP checkpoint with its preprocessing, on one device.
+    """A loaded checkpoint with its preprocessing, on one device.
 
     Attributes
     ----------
     name : str
         The model id or folder it was loaded from.
-    model : transformers.SiglipModel
-        In evaluation mode, on ``device``, in ``dtype``.
+    model : transformers.PreTrainedModel
+        A ``SiglipModel``, ``Siglip2Model``, ``CLIPModel`` or
+        ``Dinov2Model``, in evaluation mode, on ``device``, in ``dtype``.
+    architecture : skclipxray._architectures.Architecture
+        Its family, and what differs between families.
     device : torch.device
     dtype : torch.dtype
     derived : dict
@@ -57,23 +63,19 @@ class Backbone:
 
     name: str
     model: object = field(repr=False)
+    architecture: object
     device: object
     dtype: object
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _image_processor: object = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
-    _vision_models: dict = field(default_factory=dict, repr=False)
+    _image_encoders: dict = field(default_factory=dict, repr=False)
     derived: dict = field(default_factory=dict, repr=False)
 
     @property
-    def image_size(self):
-        """Side of the square input image the vision tower expects."""
-        return self.model.config.vision_config.image_size
-
-    @property
     def embedding_dim(self):
-        """Size of the image and text embeddings."""
-        return self.model.config.vision_config.hidden_size
+        """Size of the image (and text) embeddings."""
+        return self.architecture.embedding_dim(self.model.config)
 
     @property
     def image_processor(self):
@@ -90,6 +92,7 @@ class Backbone:
     @property
     def tokenizer(self):
         """The checkpoint's own tokenizer (loaded on first use)."""
+        self.require_text()
         with self._lock:
             if self._tokenizer is None:
                 from transformers import AutoTokenizer
@@ -97,41 +100,54 @@ class Backbone:
                 self._tokenizer = _from_pretrained(AutoTokenizer, self.name)
         return self._tokenizer
 
-    def vision_model(self, *, compile=None, quantize=None):
-        """The vision tower, quantized and compiled as asked, made once and shared.
+    def require_text(self):
+        """Raise unless the checkpoint has a text tower (prompts and zero-shot need one)."""
+        if not self.architecture.has_text:
+            raise ValueError(
+                f"The checkpoint {self.name!r} is an image-only "
+                f"{self.architecture.class_name}: it has no text tower, so it cannot "
+                "embed prompts nor score zero-shot. Use its image embeddings with a "
+                "head that needs no text, e.g. BaselineClassifier, or "
+                "TextAnchoredClassifier / TipAdapterClassifier with prompts=None."
+            )
+
+    def image_encoder(self, *, compile=None, quantize=None):
+        """The image path of the model, quantized and compiled as asked, made once and shared.
 
         Parameters
         ----------
         compile : str or None, default=None
             A ``torch.compile`` mode, or ``None`` to run eagerly.
         quantize : {None, "int8"}, default=None
-            See :func:`skclipxray._quantize.quantized_copy`. The float tower
+            See :func:`skclipxray._quantize.quantized_copy`. The float model
             is left as it is.
 
         Returns
         -------
         torch.nn.Module
+            ``forward(**inputs)`` takes the image processor's output (as
+            tensors) and returns the image embeddings, shape (n, d).
         """
-        if compile is None and quantize is None:
-            return self.model.vision_model
         key = (compile, quantize)
         with self._lock:
-            if key not in self._vision_models:
-                tower = self.model.vision_model
+            if (None, None) not in self._image_encoders:
+                self._image_encoders[None, None] = image_encoder(self.model, self.architecture)
+            if key not in self._image_encoders:
+                encoder = self._image_encoders[None, None]
                 if quantize is not None:
                     from ._quantize import quantized_copy
 
                     # Compiled in several modes, one quantized copy serves them all.
                     eager_key = (None, quantize)
-                    if eager_key not in self._vision_models:
-                        self._vision_models[eager_key] = quantized_copy(tower, quantize)
-                    tower = self._vision_models[eager_key]
+                    if eager_key not in self._image_encoders:
+                        self._image_encoders[eager_key] = quantized_copy(encoder, quantize)
+                    encoder = self._image_encoders[eager_key]
                 if compile is not None:
                     import torch
 
-                    tower = torch.compile(tower, mode=compile)
-                self._vision_models[key] = tower
-        return self._vision_models[key]
+                    encoder = torch.compile(encoder, mode=compile)
+                self._image_encoders[key] = encoder
+        return self._image_encoders[key]
 
 
 _BACKBONES = {}
@@ -323,25 +339,21 @@ def _checkpoint_name(model):
     return os.fspath(model)
 
 
-def _check_full_siglip(name):
-    """Refuse a checkpoint that is not a full SigLIP model (image and text towers).
+def _check_supported(name):
+    """The configuration and :class:`~skclipxray._architectures.Architecture` of a checkpoint.
 
-    ``SiglipModel.from_pretrained`` on a vision-only checkpoint, or on another
-    architecture, does not fail: it silently fills the missing towers with
-    random weights. Reading the configuration first (no weights) prevents that.
-    Returns the configuration.
+    ``from_pretrained`` of a model class on a checkpoint of another family,
+    or on a vision-only one, does not fail: it silently fills what is
+    missing with random weights. Reading the configuration first (no
+    weights) prevents that.
     """
     from transformers import AutoConfig
 
     config = _from_pretrained(AutoConfig, name)
-    if config.model_type != "siglip" or getattr(config, "text_config", None) is None:
-        raise ModelNotAvailableError(
-            f"The checkpoint {name!r} is not a full SigLIP model with image and "
-            f"text towers (its configuration is {type(config).__name__}, "
-            f"model_type={config.model_type!r}); skclipxray needs a SiglipModel "
-            "checkpoint such as XraySigLIP."
-        )
-    return config
+    try:
+        return config, architecture_of(config, name)
+    except ValueError as exc:
+        raise ModelNotAvailableError(str(exc)) from None
 
 
 def _check_complete(name, loading_info):
@@ -357,7 +369,7 @@ def _check_complete(name, loading_info):
             for what, keys in found.items()
         )
         raise ModelNotAvailableError(
-            f"The checkpoint {name!r} does not hold every weight of a SigLIP model: "
+            f"The checkpoint {name!r} does not hold every weight of its model: "
             f"{listed}. Loading it would fill those weights at random."
         )
 
@@ -390,6 +402,7 @@ class CheckpointInfo:
     name : str
         The model id, or the folder's absolute path, as :func:`load_backbone`
         keys it.
+    architecture : skclipxray._architectures.Architecture
     device : torch.device
     dtype : torch.dtype
     embedding_dim : int
@@ -401,6 +414,7 @@ class CheckpointInfo:
     """
 
     name: str
+    architecture: object
     device: object
     dtype: object
     embedding_dim: int
@@ -422,7 +436,7 @@ def checkpoint_info(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
     ------
     ModelNotAvailableError
         As :func:`load_backbone`, for a checkpoint that cannot be found or is
-        not a full SigLIP model with safetensors weights.
+        not a full checkpoint of a supported family with safetensors weights.
     """
     name, resolved_device, resolved_dtype = _resolve(model, device, dtype)
     key = (name, str(resolved_device), resolved_dtype)
@@ -433,23 +447,25 @@ def checkpoint_info(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
             _import_transformers_quietly()
             from transformers import AutoImageProcessor
 
-            config = _check_full_siglip(name)
+            config, architecture = _check_supported(name)
             folder = Path(name)
             if folder.is_dir() and not any(folder.glob("*.safetensors")):
                 # No weights to identify nor to load: load_backbone says why.
                 load_backbone(name, device=resolved_device, dtype=resolved_dtype)
             found = _CHECKPOINTS[key] = CheckpointInfo(
-                name, resolved_device, resolved_dtype,
-                embedding_dim=config.vision_config.hidden_size,
+                name, architecture, resolved_device, resolved_dtype,
+                embedding_dim=architecture.embedding_dim(config),
                 image_processor=_from_pretrained(AutoImageProcessor, name),
             )
     return found
 
 
 def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
-    """Load (or reuse) a SigLIP checkpoint.
+    """Load (or reuse) a checkpoint: SigLIP, SigLIP 2, CLIP or DINOv2.
 
-    Weights are read from safetensors only and remote code is never run.
+    Weights are read from safetensors only and remote code is never run. The
+    checkpoint's configuration says its family (``model_type``), and the
+    family's transformers class loads it.
 
     Parameters
     ----------
@@ -469,8 +485,8 @@ def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
     Raises
     ------
     ModelNotAvailableError
-        If the checkpoint cannot be found or downloaded, is not a full SigLIP
-        model, or holds no safetensors weights.
+        If the checkpoint cannot be found or downloaded, is not a full
+        checkpoint of a supported family, or holds no safetensors weights.
     """
     name, resolved_device, resolved_dtype = _resolve(model, device, dtype)
     key = (name, str(resolved_device), resolved_dtype)
@@ -479,17 +495,17 @@ def load_backbone(model=DEFAULT_MODEL, *, device="auto", dtype="auto"):
         if backbone is None:
             _check_reachable(name)  # before the slow imports
             _import_transformers_quietly()
-            from transformers import SiglipModel
+            import transformers
 
-            _check_full_siglip(name)
-            siglip, loading_info = _from_pretrained(
-                SiglipModel, name, use_safetensors=True, dtype=resolved_dtype,
-                output_loading_info=True,
+            _, architecture = _check_supported(name)
+            model, loading_info = _from_pretrained(
+                getattr(transformers, architecture.class_name), name, use_safetensors=True,
+                dtype=resolved_dtype, output_loading_info=True,
             )
             _check_complete(name, loading_info)
-            siglip.to(resolved_device).eval()
-            siglip.requires_grad_(False)
-            backbone = Backbone(name, siglip, resolved_device, resolved_dtype)
+            model.to(resolved_device).eval()
+            model.requires_grad_(False)
+            backbone = Backbone(name, model, architecture, resolved_device, resolved_dtype)
             _BACKBONES[key] = backbone
     return backbone
 

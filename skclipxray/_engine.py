@@ -21,7 +21,7 @@ from sklearn.preprocessing import normalize as _l2_normalize
 
 from ._backbone import checkpoint_info, load_backbone
 from ._keys import load_item
-from ._preprocessing import preprocessor
+from ._preprocessing import preprocessor, stack_inputs
 from .cache import ReadOnlyCacheError
 from .images import ImageReadError, _describe, read_image
 
@@ -64,7 +64,7 @@ class Prepared:
     path: str = None
     stamp: tuple = None
     vector: np.ndarray = None
-    pixels: np.ndarray = None
+    inputs: dict = None
     error: ImageReadError = None
 
 
@@ -89,7 +89,7 @@ def prepare(spec, checkpoint, cache, namespace, index, item, decode=True):
         image = read_image(source, index=index, max_file_size=spec.max_file_size)
         del source  # the file's bytes: not kept while the batch waits
         try:
-            prepared.pixels = preprocessor(checkpoint)(image)
+            prepared.inputs = preprocessor(checkpoint)(image)
         except Exception as exc:  # the processor's own errors name no item
             raise ImageReadError(
                 f"X[{index}] {_describe(item)}: the checkpoint's image "
@@ -132,25 +132,27 @@ def prepared_items(spec, checkpoint, items, cache, namespace, indices=None, deco
                 future.cancel()
 
 
-def forward(spec, backbone, pixels):
-    """Raw pooled vision-tower output for one preprocessed batch, as float32."""
+def forward(spec, backbone, inputs):
+    """Image embeddings of one preprocessed batch (a dict of arrays), as float32."""
     import torch
 
-    n_images = len(pixels)
+    n_images = len(inputs["pixel_values"])
     if spec.compile and n_images < spec.batch_size:
         # A new batch shape would recompile the model (slow): pad the last
         # batch by repeating its last image, and drop the extra rows below.
-        padding = np.repeat(pixels[-1:], spec.batch_size - n_images, axis=0)
-        pixels = np.concatenate([pixels, padding])
+        inputs = {
+            name: np.concatenate([
+                value, np.repeat(value[-1:], spec.batch_size - n_images, axis=0)
+            ])
+            for name, value in inputs.items()
+        }
     with torch.inference_mode():
-        batch = torch.from_numpy(pixels).to(backbone.device, backbone.dtype)
-        if spec.compile:  # quantize needs compile
-            mode = spec.compile if isinstance(spec.compile, str) else "default"
-            tower = backbone.vision_model(compile=mode, quantize=spec.quantize)
-            features = tower(pixel_values=batch)
-        else:
-            features = backbone.model.get_image_features(pixel_values=batch)
-        return features.pooler_output[:n_images].float().cpu().numpy()
+        batch = {name: torch.from_numpy(value).to(backbone.device) for name, value in inputs.items()}
+        batch["pixel_values"] = batch["pixel_values"].to(backbone.dtype)
+        # quantize needs compile
+        mode = (spec.compile if isinstance(spec.compile, str) else "default") if spec.compile else None
+        encoder = backbone.image_encoder(compile=mode, quantize=spec.quantize)
+        return encoder(**batch)[:n_images].float().cpu().numpy()
 
 
 class Repeats:
@@ -272,7 +274,7 @@ class Run:
         if self.backbone is None:
             self.backbone = self.load()
         batch, self.batch = self.batch, []
-        vectors = forward(self.spec, self.backbone, np.stack([p.pixels for _, p in batch]))
+        vectors = forward(self.spec, self.backbone, stack_inputs([p.inputs for _, p in batch]))
         self.out[[position for position, _ in batch]] = vectors
         self.n_embedded += len(batch)
         if self.writer is not None:

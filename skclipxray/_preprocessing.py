@@ -1,10 +1,17 @@
-"""The model's input from an RGB image: the checkpoint's image processor, or its fast twin."""
+"""The model's input from an RGB image: the checkpoint's image processor, or its fast twin.
+
+The input of one image is a dict of NumPy arrays, named as the image tower
+takes them: ``pixel_values`` (3, H, W) for SigLIP, CLIP and DINOv2; for
+SigLIP 2's variable-resolution processor, also ``pixel_attention_mask``
+and ``spatial_shapes`` (its patches, padded to a fixed number, keep the
+image's aspect ratio). Images of a batch stack key by key.
+"""
 
 import threading
 
 import numpy as np
 
-__all__ = ["PilPreprocessor", "preprocessor"]
+__all__ = ["PilPreprocessor", "ProcessorInputs", "preprocessor", "stack_inputs"]
 
 _LOCK = threading.Lock()
 
@@ -47,11 +54,28 @@ class PilPreprocessor:
 
     def __call__(self, image):
         resized = np.asarray(image.resize(self.size, resample=self.resample))
-        return np.stack([self.table[c][resized[..., c]] for c in range(3)])
+        return {"pixel_values": np.stack([self.table[c][resized[..., c]] for c in range(3)])}
+
+
+class ProcessorInputs:
+    """The checkpoint's own image processor, one image at a time: every array it returns."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, image):
+        outputs = self.processor(images=image, return_tensors="np")
+        return {name: np.asarray(value)[0] for name, value in outputs.items()}
 
 
 def preprocessor(backbone):
-    """A function from an RGB PIL image to the model's (3, H, W) float32 input."""
+    """A function from an RGB PIL image to the model's input, a dict of arrays.
+
+    The fast path (:class:`PilPreprocessor`) where it gives the processor's
+    pixels exactly (a plain resize, rescale and normalise: SigLIP); the
+    processor itself elsewhere (CLIP's and DINOv2's centre crop, SigLIP 2's
+    patches).
+    """
     with _LOCK:
         found = backbone.derived.get("preprocessor")
     if found is None:
@@ -59,8 +83,12 @@ def preprocessor(backbone):
         if PilPreprocessor.applies_to(processor):
             found = PilPreprocessor(processor)
         else:
-            def found(image):
-                return processor(images=image, return_tensors="np")["pixel_values"][0]
+            found = ProcessorInputs(processor)
         with _LOCK:
             backbone.derived["preprocessor"] = found
     return found
+
+
+def stack_inputs(inputs):
+    """One batch from the inputs of several images: each array stacked along a new first axis."""
+    return {name: np.stack([one[name] for one in inputs]) for name in inputs[0]}

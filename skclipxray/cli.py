@@ -1,4 +1,4 @@
-"""The ``skclipxray`` command: ``demo``, ``experiment`` and ``embed``."""
+"""The ``skclipxray`` command: ``demo``, ``experiment``, ``embed`` and ``models``."""
 
 import argparse
 import dataclasses
@@ -253,6 +253,12 @@ def _embed(args):
           f"{embedder.n_cached_} from the cache {cache}; written to {out}")
 
 
+def _models(args):
+    from .models import format_known_checkpoints
+
+    print(format_known_checkpoints(), end="")
+
+
 def build_parser():
     """The argument parser of the ``skclipxray`` command."""
     experiment_defaults = _experiment_defaults()
@@ -321,6 +327,14 @@ def build_parser():
                 help="int8 linear layers; needs torchao and implies --compile "
                 "(default: not quantized)")
     embed.set_defaults(func=_embed)
+
+    models = commands.add_parser(
+        "models", help="the known chest X-ray checkpoints and their licences",
+        description="Print the table of known chest X-ray checkpoints: architecture, "
+        "image size, embedding size, text tower and licence. Any checkpoint of a "
+        "supported architecture loads, listed or not.",
+    )
+    models.set_defaults(func=_models)
     return parser
 
 

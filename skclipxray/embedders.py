@@ -1,4 +1,12 @@
-"""Image embeddings from a frozen SigLIP vision tower, as a scikit-learn transformer."""
+"""Image embeddings from a frozen vision tower, as a scikit-learn transformer.
+
+:class:`ImageEmbedder` takes a checkpoint of any supported family (SigLIP,
+SigLIP 2, CLIP, image-only DINOv2); :class:`SigLIPImageEmbedder` is the same
+estimator under the name the method gives it, with the same default,
+XraySigLIP. Both are kept: the first says what it does whatever the
+checkpoint, the second is what the method's write-up, its examples and the
+files saved with it name.
+"""
 
 import os
 from numbers import Integral, Real
@@ -25,7 +33,7 @@ from ._validation import check_input_features
 from .cache import EmbeddingCache, ReadOnlyCacheError
 from .images import DEFAULT_MAX_FILE_SIZE, ImageReadError
 
-__all__ = ["EmbeddingWarning", "SigLIPImageEmbedder"]
+__all__ = ["EmbeddingWarning", "ImageEmbedder", "SigLIPImageEmbedder"]
 
 
 def _as_items(X):
@@ -75,14 +83,24 @@ def _as_items(X):
         ) from None
 
 
-class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
-    """Embed images with the vision tower of a frozen SigLIP checkpoint.
+class ImageEmbedder(TransformerMixin, BaseEstimator):
+    """Embed images with the vision tower of a frozen checkpoint.
 
     Images are read (PNG, JPEG, DICOM, PIL images or arrays; see
     :func:`skclipxray.images.read_image`), preprocessed by the checkpoint's own
     image processor (for XraySigLIP: bicubic resize to 512 px, mean = std =
-    0.5) and passed in batches through the vision tower. The embedding is the
-    tower's pooled output, as ``SiglipModel.get_image_features`` returns it.
+    0.5) and passed in batches through the vision tower. The embedding is
+    what the model's family calls its image embedding:
+
+    - SigLIP and SigLIP 2: the tower's attention-pooled output, as
+      ``get_image_features`` returns it. SigLIP 2's variable-resolution
+      ("NaFlex") processor cuts the image into patches at its own aspect
+      ratio, up to a number of patches: a chest film keeps its shape.
+    - CLIP: the projected class token, as ``CLIPModel.get_image_features``
+      returns it (the space its text embeddings share).
+    - DINOv2 (e.g. RAD-DINO), image only: the class token after the final
+      layer norm (``pooler_output``), the feature its authors train
+      classifiers on; its patch tokens serve dense tasks, not this one.
 
     The model's weights are loaded on the first image that needs a forward
     pass and shared by every estimator asking for the same checkpoint,
@@ -109,7 +127,9 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     model : str or path-like, default=DEFAULT_MODEL
-        Hugging Face id or local folder of a SigLIP checkpoint. The default is
+        Hugging Face id or local folder of a ``SiglipModel``,
+        ``Siglip2Model``, ``CLIPModel`` or ``Dinov2Model`` checkpoint
+        (``skclipxray models`` lists known chest X-ray ones). The default is
         Stanford's XraySigLIP (``StanfordAIMI/XraySigLIP__vit-b-16-siglip-512__webli``).
     device : str, default="auto"
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``,
@@ -238,18 +258,18 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np, tempfile
-    >>> from skclipxray import SigLIPImageEmbedder
+    >>> from skclipxray import ImageEmbedder
     >>> from skclipxray.testing import make_tiny_siglip
     >>> checkpoint = make_tiny_siglip(tempfile.mkdtemp())
     >>> images = [np.full((64, 64), v, dtype=np.uint8) for v in (0, 128, 255)]
-    >>> embedder = SigLIPImageEmbedder(checkpoint, device="cpu", progress=False)
+    >>> embedder = ImageEmbedder(checkpoint, device="cpu", progress=False)
     >>> embedder.fit_transform(images).shape
     (3, 32)
 
     With a cache, a second call (or a clone) runs no forward pass:
 
-    >>> cached = SigLIPImageEmbedder(checkpoint, device="cpu", progress=False,
-    ...                              cache=f"{tempfile.mkdtemp()}/embeddings.sqlite")
+    >>> cached = ImageEmbedder(checkpoint, device="cpu", progress=False,
+    ...                        cache=f"{tempfile.mkdtemp()}/embeddings.sqlite")
     >>> first = cached.fit_transform(images)
     >>> cached.n_embedded_, cached.n_cached_
     (3, 0)
@@ -378,8 +398,13 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         self.n_features_out_ = self._checkpoint().embedding_dim
         return self
 
+    #: Prefix of the output feature names.
+    _feature_prefix = "embedding"
+
     def get_feature_names_out(self, input_features=None):
-        """Names of the embedding dimensions: ``siglip0``, ``siglip1``, ...
+        """Names of the embedding dimensions: ``embedding0``, ``embedding1``, ...
+
+        (``siglip0``, ... for :class:`SigLIPImageEmbedder`.)
 
         Parameters
         ----------
@@ -400,7 +425,7 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_features_out_")
         check_input_features(input_features)
         return np.asarray(
-            [f"siglip{i}" for i in range(self.n_features_out_)], dtype=object
+            [f"{self._feature_prefix}{i}" for i in range(self.n_features_out_)], dtype=object
         )
 
     def transform(self, X):
@@ -496,3 +521,38 @@ class SigLIPImageEmbedder(TransformerMixin, BaseEstimator):
         if cache is not None:
             warn_rejected(cache, cache.n_rejected - n_rejected, stored=run.writer.store)
         return normalized(out, self.normalize)
+
+
+class SigLIPImageEmbedder(ImageEmbedder):
+    """Embed images with a frozen checkpoint: :class:`ImageEmbedder` under the method's name.
+
+    The method embeds chest X-rays with XraySigLIP's vision tower, its
+    default here as in :class:`ImageEmbedder`, which this class is in all
+    but its name (and the prefix of its feature names, ``siglip0``, ...).
+    It takes a checkpoint of any supported family too. Files saved with it
+    load as it.
+
+    Parameters
+    ----------
+    model, device, dtype, batch_size, num_workers, progress, normalize, cache, \
+cache_timeout, on_error, max_file_size, compile, quantize, n_jobs, chunk_size
+        As for :class:`ImageEmbedder`.
+
+    See Also
+    --------
+    ImageEmbedder : The same estimator; its documentation is the full one.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from skclipxray import SigLIPImageEmbedder
+    >>> from skclipxray.testing import make_tiny_siglip
+    >>> checkpoint = make_tiny_siglip(tempfile.mkdtemp())
+    >>> embedder = SigLIPImageEmbedder(checkpoint, device="cpu", progress=False)
+    >>> embedder.fit_transform([np.zeros((64, 64), dtype=np.uint8)]).shape
+    (1, 32)
+    >>> embedder.get_feature_names_out()[:2].tolist()
+    ['siglip0', 'siglip1']
+    """
+
+    _feature_prefix = "siglip"

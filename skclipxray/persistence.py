@@ -61,6 +61,7 @@ TRUSTED_TYPES = (
     "skclipxray.classifiers.BaselineClassifier",
     "skclipxray.classifiers.ConcatFusionClassifier",
     "skclipxray.classifiers.WeightedSumClassifier",
+    "skclipxray.embedders.ImageEmbedder",
     "skclipxray.embedders.SigLIPImageEmbedder",
     "skclipxray.prompts.PromptEnsembleEmbedder",
     "skclipxray.similarity.PromptSimilarity",

@@ -19,6 +19,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
+from ._architectures import logit_scale_and_bias
 from ._backbone import DEFAULT_MODEL, load_backbone
 from ._validation import check_input_features, check_labels, check_templates
 from .labels import label_to_phrase
@@ -52,38 +53,29 @@ def _phrases(labels, mapping):
     return [label_to_phrase(label, mapping) for label in labels]
 
 
-def _max_text_length(backbone):
-    """Token length prompts are padded to: the tokenizer's, within the model's."""
-    positions = backbone.model.config.text_config.max_position_embeddings
-    # Tokenizers without a stated limit report a huge sentinel value.
-    return min(backbone.tokenizer.model_max_length, positions)
-
-
 def _encode(backbone, prompts, batch_size):
     """Unit-norm text embeddings of ``prompts``, shape (n_prompts, d), float32.
 
-    Prompts are padded to the model's full length, as SigLIP was trained (its
-    text tower pools the last position), and passed without attention mask, as
-    ``SiglipModel``'s own forward pass does.
+    Tokenised as the checkpoint's family was trained
+    (:meth:`~skclipxray._architectures.Architecture.tokenize`): SigLIP pads
+    to the full length (its text tower pools the last position) and, as
+    ``SiglipModel``'s own forward pass, gives no attention mask; SigLIP 2
+    pads to the full length with a mask; CLIP pads to the longest prompt
+    with a mask (it pools its end-of-text token).
     """
     import torch
 
-    max_length = _max_text_length(backbone)
+    architecture, tokenizer = backbone.architecture, backbone.tokenizer
+    max_length = architecture.max_text_length(backbone.model.config, tokenizer)
     with _TEXT_EMBEDDINGS_LOCK:
         memo = backbone.derived.setdefault("text_embeddings", {})
         missing = list(dict.fromkeys(p for p in prompts if (max_length, p) not in memo))
     for start in range(0, len(missing), batch_size):
         batch = missing[start : start + batch_size]
-        tokens = backbone.tokenizer(
-            batch,
-            padding="max_length",
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
+        tokens = architecture.tokenize(tokenizer, batch, max_length)
         with torch.inference_mode():
             features = backbone.model.get_text_features(
-                input_ids=tokens["input_ids"].to(backbone.device)
+                **{name: value.to(backbone.device) for name, value in tokens.items()}
             ).pooler_output.float()
             features = torch.nn.functional.normalize(features, dim=-1)
         with _TEXT_EMBEDDINGS_LOCK:
@@ -154,12 +146,12 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
         ``embeddings_`` flattened row by row (label 0 first), the form a
         fusion head concatenates to image features.
     logit_scale_ : float
-        The checkpoint's ``logit_scale``, as ``SiglipModel`` holds it: image-text
+        The checkpoint's ``logit_scale``, as the model holds it: image-text
         logits are ``exp(logit_scale_) * cosine + logit_bias_``. The text-using
         estimators read it from here, so that a fitted embedder brings the
         checkpoint's own scale.
     logit_bias_ : float
-        The checkpoint's ``logit_bias``.
+        The checkpoint's ``logit_bias``; 0 for CLIP, which has none.
 
     See Also
     --------
@@ -259,10 +251,7 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
         elif hasattr(self, "negative_embeddings_"):
             del self.negative_embeddings_
         self.n_features_out_ = self.embeddings_.shape[1]
-        # Python floats, not tensors: a fitted embedder holds no torch object.
-        model = self._backbone().model
-        self.logit_scale_ = float(model.logit_scale.detach().float().item())
-        self.logit_bias_ = float(model.logit_bias.detach().float().item())
+        self.logit_scale_, self.logit_bias_ = logit_scale_and_bias(self._backbone().model)
         return self
 
     def transform(self, X):

@@ -1,10 +1,12 @@
-"""Helpers for tests and the offline demo: a tiny random SigLIP checkpoint.
+"""Helpers for tests and the offline demo: tiny random checkpoints, synthetic data.
 
 The Hugging Face hub is not always reachable (air-gapped hospital networks, CI).
 :func:`make_tiny_siglip` writes a complete checkpoint folder (config, safetensors
 weights, image processor, tokenizer) that loads through exactly the same
 ``from_pretrained`` code path as the real XraySigLIP model, so every part of the
-library can be exercised without a download. Its weights are random: embeddings
+library can be exercised without a download; :func:`make_tiny_clip`,
+:func:`make_tiny_siglip2` and :func:`make_tiny_dinov2` do the same for the
+other families. Its weights are random: embeddings
 made with it carry no medical meaning.
 """
 
@@ -14,21 +16,24 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from ._tiny_checkpoints import (
+    _VOCABULARY_TEXT,
+    make_tiny_clip,
+    make_tiny_dinov2,
+    make_tiny_siglip2,
+)
+
 __all__ = [
     "HashPromptEmbedder",
     "demo_model",
     "make_synthetic_nih",
+    "make_tiny_clip",
+    "make_tiny_dinov2",
     "make_tiny_siglip",
+    "make_tiny_siglip2",
     "make_vision_language_world",
 ]
 
-# Words the tiny tokenizer knows; anything else maps to "<unk>".
-_VOCABULARY_TEXT = [
-    "signs of atelectasis cardiomegaly effusion infiltration mass nodule",
-    "indication of pneumonia pneumothorax consolidation edema emphysema",
-    "evidence of fibrosis pleural thickening hernia no finding",
-    "presence of a photo chest x-ray normal abnormal with without",
-]
 
 
 def _make_tokenizer(max_length):

@@ -6,12 +6,13 @@ from collections.abc import Mapping
 from numbers import Real
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.preprocessing import normalize
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._architectures import logit_scale_and_bias
 from ._backbone import DEFAULT_MODEL, load_backbone
 from ._text import fit_label_prompts, zero_shot_logits
 from ._validation import check_labels, check_multilabel_indicator, check_threshold
@@ -39,6 +40,17 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     each label is instead scored positive-versus-negative (CheXzero): the
     softmax of the positive and negative prompt logits, i.e.
     ``sigmoid(scale * (cos(image, positive) - cos(image, negative)))``.
+
+    A CLIP checkpoint scores as CLIP was trained: a softmax of
+    ``scale * cos(image, prompt)`` over the labels (``logits_per_image``),
+    with no bias. Its "probabilities" then sum to 1 over the labels: they
+    say which label the image matches best, not whether each finding is
+    there, so they rank images per label but two findings cannot both be
+    likely. For independent per-label probabilities from a CLIP model, give
+    ``negative_templates`` (each label is then its own two-way softmax, as
+    CheXzero does with CLIP), or calibrate the scores per label
+    (:class:`~skclipxray.calibration.MultilabelCalibratedClassifierCV`).
+    An image-only checkpoint (DINOv2) has no text tower: ``fit`` says so.
 
     ``fit`` trains nothing: it embeds the prompts and records the labels, so
     the classifier fits in a ``Pipeline`` after
@@ -102,7 +114,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     scale_ : float
         ``exp(logit_scale)`` of the checkpoint.
     bias_ : float
-        ``logit_bias`` of the checkpoint.
+        ``logit_bias`` of the checkpoint (0 for CLIP).
+    scoring_ : {"sigmoid", "softmax"}
+        How the checkpoint's family turns logits into probabilities (see above).
     n_features_in_ : int
         Size of the image embeddings.
     feature_names_in_ : ndarray of str
@@ -279,10 +293,10 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 )
             raise ValueError(f"X has {X.shape[1]} features but {source}")
         backbone = load_backbone(self.model, device=self.device, dtype=self.dtype)
-        # Python floats, not tensors: the fitted estimator must not hold torch
-        # objects (pickles stay small and load on machines without a GPU).
-        self.scale_ = math.exp(backbone.model.logit_scale.detach().float().item())
-        self.bias_ = float(backbone.model.logit_bias.detach().float().item())
+        backbone.require_text()
+        logit_scale, self.bias_ = logit_scale_and_bias(backbone.model)
+        self.scale_ = math.exp(logit_scale)
+        self.scoring_ = backbone.architecture.scoring
         self.labels_ = np.asarray(labels, dtype=object)
         # One binary problem per label, as scikit-learn's multi-output
         # classifiers report it: scorers then see a multilabel classifier
@@ -319,6 +333,10 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Probability of each label.
 
+        The sigmoid of the logits for SigLIP checkpoints and with negative
+        prompts; for a CLIP checkpoint without them, CLIP's softmax over the
+        labels (see the class description).
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features_in)
@@ -328,7 +346,12 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_labels), float64
         """
-        return expit(self.decision_function(X))
+        logits = self.decision_function(X)
+        # Estimators saved before CLIP was supported are SigLIP ones.
+        scoring = getattr(self, "scoring_", "sigmoid")
+        if scoring == "softmax" and not hasattr(self, "negative_prompt_embeddings_"):
+            return softmax(logits, axis=1)
+        return expit(logits)
 
     def predict(self, X):
         """0/1 indicator of each label: probability at least ``threshold``.

@@ -25,6 +25,30 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny random CLIP checkpoint (32 px, 16-d projected embeddings)."""
+    from skclipxray.testing import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny-clip") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip2_dir(tmp_path_factory):
+    """A tiny random SigLIP 2 checkpoint (NaFlex patches of 16 px, 32-d embeddings)."""
+    from skclipxray.testing import make_tiny_siglip2
+
+    return make_tiny_siglip2(tmp_path_factory.mktemp("tiny-siglip2") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2_dir(tmp_path_factory):
+    """A tiny random image-only DINOv2 checkpoint (28 px, 32-d CLS token)."""
+    from skclipxray.testing import make_tiny_dinov2
+
+    return make_tiny_dinov2(tmp_path_factory.mktemp("tiny-dinov2") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
 def data_dir():
     """Folder of the real radiographs and metadata excerpts bundled with the tests."""
     from pathlib import Path

@@ -27,7 +27,7 @@ def test_one_copy_per_checkpoint_device_and_dtype(tiny_model_dir):
 
 def test_backbone_reads_size_from_config(tiny_model_dir):
     backbone = load_backbone(tiny_model_dir, device="cpu")
-    assert backbone.image_size == 32
+    assert backbone.architecture.class_name == "SiglipModel"
     assert backbone.embedding_dim == 32
     assert backbone.image_processor.size == {"height": 32, "width": 32}
 

@@ -491,14 +491,11 @@ def test_namespace_is_checkpoint_content_dtype_and_preprocessing(tiny_model_dir,
 
 def test_grid_search_embeds_each_image_once(tiny_model_dir, pngs, tmp_path, monkeypatch):
     backbone = load_backbone(tiny_model_dir, device="cpu")
-    forward = backbone.model.get_image_features
     seen = []
-
-    def counting(pixel_values, **kwargs):
-        seen.append(len(pixel_values))
-        return forward(pixel_values=pixel_values, **kwargs)
-
-    monkeypatch.setattr(backbone.model, "get_image_features", counting)
+    encoder = backbone.image_encoder()
+    hook = encoder.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(len(kwargs["pixel_values"])), with_kwargs=True
+    )
     y = np.arange(len(pngs)) % 2
     grid = {"clf__C": [0.01, 0.1, 1.0, 10.0]}
 
@@ -512,11 +509,15 @@ def test_grid_search_embeds_each_image_once(tiny_model_dir, pngs, tmp_path, monk
         return GridSearchCV(pipe, grid, cv=5, scoring="roc_auc").fit(pngs, y)
 
     cache_path = tmp_path / "cache.sqlite"
-    cached = search(cache_path)
-    assert sum(seen) == len(pngs)  # 5 folds x 4 points + refit: one pass per image
+    try:
+        cached = search(cache_path)
+        n_cached_run = sum(seen)
+        seen.clear()
+        uncached = search(None)
+    finally:
+        hook.remove()
+    assert n_cached_run == len(pngs)  # 5 folds x 4 points + refit: one pass per image
     assert len(EmbeddingCache(cache_path)) == len(pngs)
-    seen.clear()
-    uncached = search(None)
     assert sum(seen) == 5 * 4 * len(pngs) + len(pngs)
     np.testing.assert_allclose(
         cached.cv_results_["mean_test_score"], uncached.cv_results_["mean_test_score"]
@@ -614,7 +615,7 @@ def test_compile_uses_one_compiled_tower_per_checkpoint(
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     backbone = load_backbone(tiny_model_dir, device="cpu")
-    monkeypatch.setattr(backbone, "_vision_models", {})
+    monkeypatch.setattr(backbone, "_image_encoders", {})
     shapes = []
     hook = backbone.model.vision_model.register_forward_pre_hook(
         lambda module, args, kwargs: shapes.append(tuple(kwargs["pixel_values"].shape)),
@@ -631,8 +632,8 @@ def test_compile_uses_one_compiled_tower_per_checkpoint(
             )
     finally:
         hook.remove()
-    tower = backbone.model.vision_model
-    assert compiled == [(tower, "default"), (tower, "max-autotune")]
+    encoder = backbone.image_encoder()
+    assert compiled == [(encoder, "default"), (encoder, "max-autotune")]
     # The last, partial batch is padded to the compiled batch shape.
     assert [shape[0] for shape in shapes] == [4, 4, 4, 4, 4]
     np.testing.assert_allclose(out, _embedder(tiny_model_dir).fit_transform(pngs[:6]),

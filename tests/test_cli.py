@@ -89,7 +89,7 @@ def _typed(default):
 
 def test_every_option_has_help_that_shows_its_default():
     subcommands = _subcommands()
-    assert sorted(subcommands) == ["demo", "embed", "experiment"]
+    assert sorted(subcommands) == ["demo", "embed", "experiment", "models"]
     for name, parser in subcommands.items():
         shown = _flat(parser.format_help())
         for action in parser._actions:
@@ -236,8 +236,18 @@ def test_bad_shots_and_draws_are_named(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_models_prints_the_table_of_known_checkpoints(capsys):
+    from skclipxray.models import KNOWN_CHECKPOINTS, format_known_checkpoints
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert out == format_known_checkpoints()
+    for checkpoint in KNOWN_CHECKPOINTS:
+        assert checkpoint.id in out
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["experiment", "--help"],
-                                  ["embed", "--help"]])
+                                  ["embed", "--help"], ["models", "--help"]])
 def test_help_imports_neither_sklearn_nor_torch_nor_transformers(argv):
     code = (
         "import sys\n"
@@ -360,7 +370,7 @@ def test_embed_quantized_implies_compile_and_keeps_its_own_cache_entries(
         return module
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    monkeypatch.setattr(load_backbone(tiny_model_dir, device="cpu"), "_vision_models", {})
+    monkeypatch.setattr(load_backbone(tiny_model_dir, device="cpu"), "_image_encoders", {})
     images = sorted((nih_root / "images").iterdir())[:4]
     out, cache = tmp_path / "float.csv", str(tmp_path / "cache.sqlite")
     common = ["--model", str(tiny_model_dir), "--device", "cpu", "--cache", cache]

@@ -19,7 +19,7 @@ from sklearn.utils import estimator_checks
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skclipxray import SigLIPImageEmbedder
+from skclipxray import ImageEmbedder, SigLIPImageEmbedder
 from skclipxray.calibration import MultilabelCalibratedClassifierCV
 from skclipxray.classifiers import (
     BaselineClassifier,
@@ -213,6 +213,7 @@ def test_sklearn_compatible_estimator(estimator, check, tiny_model_dir):
 EMBEDDERS = [
     PromptEnsembleEmbedder(CHECKPOINT, device="cpu"),
     SigLIPImageEmbedder(CHECKPOINT, device="cpu", progress=False),
+    ImageEmbedder(CHECKPOINT, device="cpu", progress=False),
 ]
 
 CHECKS_WITHOUT_DATA = [

@@ -224,19 +224,17 @@ def test_chunks_are_whole_batches(tiny_model_dir, pngs, monkeypatch, chunk_size,
     import skclipxray._parallel
 
     backbone = load_backbone(tiny_model_dir, device="cpu")
-    forward = backbone.model.get_image_features
     batches, chunks = [], []
-
-    def counting_forward(pixel_values, **kwargs):
-        batches.append(len(pixel_values))
-        return forward(pixel_values=pixel_values, **kwargs)
+    hook = backbone.image_encoder().register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(len(kwargs["pixel_values"])),
+        with_kwargs=True,
+    )
 
     def counting_chunk(params, indices, items, with_namespace):
         chunks.append(len(items))
         return embed_chunk(params, indices, items, with_namespace)
 
     embed_chunk = skclipxray._parallel._embed_chunk
-    monkeypatch.setattr(backbone.model, "get_image_features", counting_forward)
     monkeypatch.setattr(skclipxray._parallel, "_embed_chunk", counting_chunk)
     embedder = _embedder(tiny_model_dir, chunk_size=chunk_size)
     local = embedder.set_params(n_jobs=1).transform(pngs[:14])
@@ -244,6 +242,7 @@ def test_chunks_are_whole_batches(tiny_model_dir, pngs, monkeypatch, chunk_size,
     batches.clear()
     with joblib.parallel_config(backend="threading"):  # in this process: countable
         threaded = embedder.set_params(n_jobs=2).transform(pngs[:14])
+    hook.remove()
     # 14 images in batches of 3. chunk_size=4 becomes 6 (6 + 6 + 2); None
     # aims at 4 chunks per job, 2 images, rounded up to one batch of 3.
     # Either way the batches are those of the local run: 3, 3, 3, 3, 2.

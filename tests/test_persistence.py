@@ -29,6 +29,7 @@ from sklearn.preprocessing import FunctionTransformer
 from skclipxray import (
     BaselineClassifier,
     ConcatFusionClassifier,
+    ImageEmbedder,
     PromptEnsembleEmbedder,
     PromptSimilarity,
     SigLIPImageEmbedder,
@@ -215,6 +216,7 @@ def test_trusted_types_are_exactly_what_the_estimators_need(fitted_heads, tiny_m
         PromptSimilarity(prompts).fit(X, Y),
         PromptEnsembleEmbedder(tiny_model_dir).fit(LABELS),
         SigLIPImageEmbedder(tiny_model_dir).fit(),
+        ImageEmbedder(tiny_model_dir).fit(),
     ]
     needed = set()
     for estimator in estimators:

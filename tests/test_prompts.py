@@ -279,7 +279,7 @@ def test_checkpoint_without_text_tower_is_refused(tmp_path):
         num_attention_heads=2, image_size=32, patch_size=8,
     )
     SiglipVisionModel(config).save_pretrained(tmp_path)
-    with pytest.raises(ModelNotAvailableError, match="not a full SigLIP model") as info:
+    with pytest.raises(ModelNotAvailableError, match="skclipxray loads full checkpoints of SiglipModel") as info:
         PromptEnsembleEmbedder(tmp_path, device="cpu").fit(None)
     assert str(tmp_path.resolve()) in str(info.value)
 

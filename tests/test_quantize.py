@@ -41,7 +41,7 @@ def eager_compile(monkeypatch, tiny_model_dir):
         return module
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    monkeypatch.setattr(load_backbone(tiny_model_dir, device="cpu"), "_vision_models", {})
+    monkeypatch.setattr(load_backbone(tiny_model_dir, device="cpu"), "_image_encoders", {})
     return compiled
 
 
@@ -86,8 +86,8 @@ def test_one_quantized_copy_serves_every_compile_mode(tiny_model_dir, images, ea
     for _ in range(2):
         for mode in (True, "max-autotune"):
             _embedder(tiny_model_dir, compile=mode, quantize="int8").fit_transform(images[:1])
-    quantized = backbone.vision_model(quantize="int8")
-    assert quantized is not backbone.model.vision_model
+    quantized = backbone.image_encoder(quantize="int8")
+    assert quantized is not backbone.image_encoder()
     assert eager_compile == [(quantized, "default"), (quantized, "max-autotune")]
 
 
@@ -98,11 +98,13 @@ def test_compiled_int8_follows_the_eager_int8_tower(tiny_model_dir, images):
     embedder = _embedder(tiny_model_dir, compile=True, quantize="int8")
     compiled = embedder.fit_transform(images)
     reference = _embedder(tiny_model_dir).fit_transform(images)
-    pixels = np.stack([prepare(RunSpec.of(embedder), backbone, None, None, i, image).pixels
-                       for i, image in enumerate(images)])
+    pixels = np.stack([
+        prepare(RunSpec.of(embedder), backbone, None, None, i, image).inputs["pixel_values"]
+        for i, image in enumerate(images)
+    ])
     with torch.inference_mode():
-        eager = backbone.vision_model(quantize="int8")(pixel_values=torch.from_numpy(pixels))
-    eager = eager.pooler_output.numpy()
+        eager = backbone.image_encoder(quantize="int8")(pixel_values=torch.from_numpy(pixels))
+    eager = eager.numpy()
     # Compiled kernels round the on-the-fly activation scales their own way,
     # so they match eager int8 closely but not exactly; both stay near float32.
     distance_to_int8 = 1 - _cosines(compiled, eager).min()

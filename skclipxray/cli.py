@@ -153,7 +153,7 @@ def _config(args, nih_root, model, out_dir, metadata=None):
     from .experiment import ExperimentConfig
 
     return ExperimentConfig(
-        nih_root=str(nih_root), out_dir=str(out_dir), metadata=metadata, model=str(model),
+        nih_root=str(nih_root), out_dir=str(out_dir), metadata=metadata, model=model if isinstance(model, list) else str(model),
         n_per_label=args.n_per_label, test_size=args.test_size,
         train_sizes=list(args.train_sizes), shots=list(args.shots), n_draws=args.n_draws,
         operating_point=_operating_point(args.operating_point),
@@ -174,9 +174,11 @@ def _print_results(metrics, out_dir):
 
 
 def _experiment(args):
-    from .experiment import run_experiment
+    from .experiment import ExperimentConfig, run_experiment
 
-    config = _config(args, args.nih_root, args.model, args.out, args.metadata)
+    models = args.model or [ExperimentConfig.model]
+    model = models[0] if len(models) == 1 else models
+    config = _config(args, args.nih_root, model, args.out, args.metadata)
     _print_results(run_experiment(config), args.out)
 
 
@@ -293,8 +295,10 @@ def build_parser():
                 help="folder of the download (images/ or images_0NN/images)")
     _add_option(experiment, "--metadata",
                 help="Data_Entry_2017 CSV (default: the one found in the root)")
-    _add_option(experiment, "--model", default=experiment_defaults["model"],
-                help="checkpoint id or folder")
+    _add_option(experiment, "--model", action="extend", nargs="+",
+                help="checkpoint id or folder; given more than once (or with several "
+                "values), the backbones are compared on the same images, split and "
+                f"heads (default: {experiment_defaults['model']})")
     _add_option(experiment, "--out", default="results/experiment", help="results folder")
     _add_option(experiment, "--views", default=experiment_defaults["views"],
                 help="all, PA or AP")

@@ -37,8 +37,10 @@ class ExperimentConfig:
         Results folder; created if missing.
     metadata : str, optional
         Metadata CSV; by default found in ``nih_root``.
-    model : str
-        Checkpoint id or folder.
+    model : str or list of str
+        Checkpoint id or folder; several compare backbones: each is run
+        through the same subset, split and heads, its results written to
+        ``backbones/NAME/``, and side-by-side tables to ``backbones.md``.
     n_per_label : int
         Positives per pathology in the balanced subset.
     test_size : float
@@ -141,14 +143,17 @@ def random_like(embeddings, random_state=None):
     return noise * np.linalg.norm(embeddings, axis=1, keepdims=True)
 
 
-def _heads(config, prompts):
+def _heads(config, model, prompts):
     """The classifiers compared, by name; each text-using head comes with its control.
 
-    ``prompts`` is the fitted :class:`~skclipxray.PromptEnsembleEmbedder`: its
-    embeddings, and the checkpoint's logit scale and bias that it brings, for
-    the heads that turn cosines into logits. A control gets random prompts
-    (:func:`random_like`) and the same scale and bias, so that it differs from
-    its head by the text only.
+    ``prompts`` is the fitted :class:`~skclipxray.PromptEnsembleEmbedder` of
+    ``model``: its embeddings, and the checkpoint's logit scale and bias that
+    it brings, for the heads that turn cosines into logits. A control gets
+    random prompts (:func:`random_like`) and the same scale and bias, so that
+    it differs from its head by the text only. An image-only checkpoint
+    (``prompts=None``) gets the heads that need no text: the baseline and
+    the linear probe (:class:`~skclipxray.TextAnchoredClassifier` without
+    prompts, an L2 logistic regression).
     """
     from .classifiers import BaselineClassifier, ConcatFusionClassifier, WeightedSumClassifier
     from .text_anchored import TextAnchoredClassifier
@@ -162,6 +167,11 @@ def _heads(config, prompts):
         device=config.device,
         random_state=config.random_state,
     )
+    if prompts is None:
+        return {
+            "baseline": BaselineClassifier(**common),
+            "linear probe": TextAnchoredClassifier(device=config.device),
+        }
     scaled = dict(
         logit_scale=prompts.logit_scale_, logit_bias=prompts.logit_bias_,
         device=config.device,
@@ -169,9 +179,7 @@ def _heads(config, prompts):
     text = prompts.embeddings_
     control = random_like(text, config.random_state)
     return {
-        "zero-shot": ZeroShotClassifier(
-            config.model, device=config.device, dtype=config.dtype
-        ),
+        "zero-shot": ZeroShotClassifier(model, device=config.device, dtype=config.dtype),
         "baseline": BaselineClassifier(**common),
         "concat-fusion": ConcatFusionClassifier(prompts=text, **common),
         "concat-fusion (random prompts)": ConcatFusionClassifier(prompts=control, **common),
@@ -355,22 +363,13 @@ def run_experiment(config, *, log=print):
     metrics : pandas.DataFrame
         The table written to ``metrics.csv``, indexed by model name.
     """
-    import pandas as pd
-    from sklearn.base import clone
-    from sklearn.pipeline import Pipeline
-
     from .datasets import balanced_subset, load_nih_chestxray14, train_test_split_by_patient
-    from .embedders import SigLIPImageEmbedder
-    from ._validation import check_label_matrix
-    from .metrics import _undefined_message
-    from .persistence import save
-    from .plotting import plot_roc_curves
-    from .prompts import PromptEnsembleEmbedder
 
     shots = _check_sweep(config.shots, config.n_draws, config.random_state)
     objective = _check_operating_point(config)
+    models = _check_models(config.model)
     out_dir = Path(config.out_dir)
-    (out_dir / "models").mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     cache = config.cache or str(out_dir / "embeddings.sqlite")
     with open(out_dir / "config.json", "w") as fh:
         json.dump({**asdict(config), "cache": cache}, fh, indent=2, default=str)
@@ -385,36 +384,118 @@ def run_experiment(config, *, log=print):
     indices, counts = balanced_subset(
         data.Y, config.n_per_label, random_state=config.random_state
     )
-    paths = data.paths.iloc[indices]
-    Y = data.Y.iloc[indices]
-    groups = data.groups.iloc[indices]
+    subset = _Subset(
+        paths=data.paths.iloc[indices], Y=data.Y.iloc[indices],
+        groups=data.groups.iloc[indices],
+    )
     log(f"Balanced subset: {len(indices)} images; positives per label: "
         + ", ".join(f"{k} {v}" for k, v in counts["achieved"].items()))
 
-    train, test = train_test_split_by_patient(
-        np.arange(len(paths)), groups=groups, test_size=config.test_size,
+    subset.train, subset.test = train_test_split_by_patient(
+        np.arange(len(indices)), groups=subset.groups, test_size=config.test_size,
         random_state=config.random_state,
     )
-    split = np.where(np.isin(np.arange(len(paths)), test), "test", "train")
-    Y.assign(path=paths.values, patient_id=groups.values, split=split).to_csv(
-        out_dir / "subset.csv"
-    )
+    split = np.where(np.isin(np.arange(len(indices)), subset.test), "test", "train")
+    subset.Y.assign(path=subset.paths.values, patient_id=subset.groups.values,
+                    split=split).to_csv(out_dir / "subset.csv")
 
+    if len(models) == 1:
+        return _run_backbone(config, models[0], subset, shots, objective, cache, out_dir, log)[0]
+    names = _backbone_names(models)
+    results = {}
+    for model, name in zip(models, names):
+        log(f"Backbone {name} ({model}):")
+        results[name] = _run_backbone(
+            config, model, subset, shots, objective, cache,
+            out_dir / "backbones" / _file_name(name), log,
+        )
+    return _compare_backbones(results, out_dir)
+
+
+@dataclass
+class _Subset:
+    """The images of an experiment, their labels and patients, and the split by patient."""
+
+    paths: object
+    Y: object
+    groups: object
+    train: np.ndarray = None
+    test: np.ndarray = None
+
+
+def _check_models(model):
+    """The checkpoints compared: a list of one or more, without repeats."""
+    models = [model] if isinstance(model, (str, Path)) else list(model)
+    if not models or not all(isinstance(m, (str, Path)) and str(m) for m in models):
+        raise ValueError(
+            f"model must be a checkpoint id or folder, or a list of them, got {model!r}."
+        )
+    models = [str(m) for m in models]
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise ValueError(f"model lists {repeated} more than once.")
+    return models
+
+
+def _backbone_names(models):
+    """Short names of the checkpoints compared: a hub id, or as few of a folder's last parts
+    as tell it from the others."""
+    parts = [Path(m).resolve().parts if Path(m).is_dir() else (m,) for m in models]
+    depth = [1] * len(models)
+
+    def names():
+        return ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+
+    while True:
+        current = names()
+        colliding = [i for i, name in enumerate(current)
+                     if current.count(name) > 1 and depth[i] < len(parts[i])]
+        if not colliding:
+            return current if len(set(current)) == len(current) else list(models)
+        for i in colliding:
+            depth[i] += 1
+
+
+def _run_backbone(config, model, subset, shots, objective, cache, out_dir, log):
+    """The whole comparison on one checkpoint's embeddings; its files go to ``out_dir``.
+
+    Returns the metrics table (indexed by model) and the operating-point
+    summary.
+    """
+    import pandas as pd
+    from sklearn.base import clone
+    from sklearn.pipeline import Pipeline
+
+    from .embedders import SigLIPImageEmbedder
+    from ._backbone import checkpoint_info
+    from ._validation import check_label_matrix
+    from .metrics import _undefined_message
+    from .persistence import save
+    from .plotting import plot_roc_curves
+    from .prompts import PromptEnsembleEmbedder
+
+    (out_dir / "models").mkdir(parents=True, exist_ok=True)
     embedder = SigLIPImageEmbedder(
-        config.model, device=config.device, dtype=config.dtype,
+        model, device=config.device, dtype=config.dtype,
         batch_size=config.embed_batch_size, cache=cache,
     )
-    X = embedder.fit_transform(list(paths))
+    X = embedder.fit_transform(list(subset.paths))
     log(f"Embeddings: {X.shape[0]} images x {X.shape[1]} dimensions "
         f"({embedder.n_embedded_} computed, {embedder.n_cached_} from the cache {cache}).")
 
-    prompts = PromptEnsembleEmbedder(config.model, device=config.device, dtype=config.dtype)
-    prompts.fit(list(Y.columns))
-    heads = _heads(config, prompts)
+    Y, train, test = subset.Y, subset.train, subset.test
+    prompts = None
+    if checkpoint_info(model, device=config.device, dtype=config.dtype).architecture.has_text:
+        prompts = PromptEnsembleEmbedder(model, device=config.device, dtype=config.dtype)
+        prompts.fit(list(Y.columns))
+    else:
+        log(f"{model} is image-only: no text tower, so no zero-shot and no text-using "
+            "heads; the baseline and a linear probe are compared.")
+    heads = _heads(config, model, prompts)
 
     X_train, X_test = X[train], X[test]
     Y_train, Y_test = Y.iloc[train], Y.iloc[test]
-    groups_test = groups.iloc[test]
+    groups_test = subset.groups.iloc[test]
     undefined = _undefined_message(
         *check_label_matrix(Y_test), where=f"the test set ({len(test)} images)"
     )
@@ -440,9 +521,9 @@ def run_experiment(config, *, log=print):
     pd.DataFrame(per_label).rename_axis("label").to_csv(out_dir / "per_label_roc_auc.csv")
     plot_roc_curves(Y_test, scores, path=out_dir / "roc_curves.png")
 
-    _operating_points(
-        config, objective, heads, X_train, Y_train, groups.iloc[train], X_test, Y_test,
-        groups_test, out_dir, log,
+    operating_points = _operating_points(
+        config, objective, heads, X_train, Y_train, subset.groups.iloc[train], X_test,
+        Y_test, groups_test, out_dir, log,
     )
     if config.train_sizes:
         _train_size_curve(config, heads, X_train, Y_train, X_test, Y_test, out_dir, log)
@@ -450,7 +531,52 @@ def run_experiment(config, *, log=print):
         _label_efficiency(
             config, shots, heads, X_train, Y_train, X_test, Y_test, out_dir, log
         )
-    return metrics
+    return metrics, operating_points
+
+
+#: Columns of the backbone comparison, each a table and a plot: column -> what it is.
+BACKBONE_METRICS = {
+    "roc_auc_macro": "macro ROC AUC",
+    "average_precision_macro": "macro average precision",
+    "f1_macro": "macro F1 at 0.5",
+    "sensitivity_mean": "mean sensitivity at the tuned operating point",
+    "specificity_mean": "mean specificity at the tuned operating point",
+    "ece_before_mean": "mean ECE before calibration",
+    "ece_after_mean": "mean ECE after calibration",
+}
+
+
+def _compare_backbones(results, out_dir):
+    """The side-by-side tables and plots of several backbones; returns the long table.
+
+    ``backbones.csv`` has one row per backbone and model; ``backbones.md``
+    one table per metric of :data:`BACKBONE_METRICS` (a row per model, a
+    column per backbone); ``backbones_METRIC.png`` the same as bars
+    (:func:`~skclipxray.plotting.plot_backbone_comparison`).
+    """
+    import pandas as pd
+
+    from .plotting import plot_backbone_comparison
+
+    long = pd.concat(
+        {name: metrics.join(points) for name, (metrics, points) in results.items()},
+        names=["backbone", "model"],
+    )
+    long.to_csv(out_dir / "backbones.csv")
+    models = list(dict.fromkeys(long.index.get_level_values("model")))
+    sections = []
+    for metric, title in BACKBONE_METRICS.items():
+        table = long[metric].unstack("backbone").reindex(models)[list(results)]
+        sections.append(f"## {title} (`{metric}`)\n\n" + _to_markdown(table))
+        plot_backbone_comparison(
+            table, metric=title, path=out_dir / f"backbones_{metric}.png"
+        )
+    (out_dir / "backbones.md").write_text(
+        "Backbones compared on the same images, split and heads (held-out "
+        "patients). Each backbone's own results: backbones/NAME/.\n\n"
+        + "\n".join(sections)
+    )
+    return long
 
 
 def _file_name(model_name):

@@ -34,6 +34,7 @@ from .metrics import _calibration, _calibration_bins
 
 __all__ = [
     "CHANCE_GID",
+    "plot_backbone_comparison",
     "MODEL_ORDER",
     "PERFECT_CALIBRATION_GID",
     "plot_label_cooccurrence",
@@ -62,6 +63,7 @@ MODEL_ORDER = (
     "text-anchored (random prompts)",
     "tip-adapter",
     "tip-adapter (random prompts)",
+    "linear probe",
 )
 
 
@@ -651,4 +653,68 @@ def plot_label_efficiency(
     ax.set_xlabel("positives per label in the training set")
     ax.set_ylabel(metric)
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), borderaxespad=0, fontsize="small")
+    return _save(figure, path, dpi)
+
+
+def plot_backbone_comparison(table, *, metric, path=None, ax=None, dpi=120):
+    """One metric of several models on several backbones, as grouped horizontal bars.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per model, one column per backbone (e.g. the tables of
+        ``skclipxray experiment --model A --model B``). NaN (a model a
+        backbone cannot run, such as zero-shot on an image-only one) draws
+        no bar.
+    metric : str
+        What the values are, for the axis label.
+    path : str or path-like, optional
+        Where to save the figure; without ``ax``, it is then made without pyplot.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw into; by default, a new figure.
+    dpi : int, default=120
+        Resolution of the saved file.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One bar per model and backbone (``gid`` the backbone's name), the
+        backbones in the colours of matplotlib's cycle, in column order, and
+        a legend of the backbones under the axis.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"XraySigLIP": [0.81, 0.78], "RAD-DINO": [0.83, None]},
+    ...                      index=["baseline", "zero-shot"])
+    >>> fig = plot_backbone_comparison(table, metric="macro ROC AUC")
+    >>> len(fig.axes[0].patches)  # the missing value draws no bar
+    3
+    """
+    import pandas as pd
+
+    if not isinstance(table, pd.DataFrame) or table.empty:
+        raise ValueError("table must be a non-empty DataFrame: one row per model, one "
+                         "column per backbone.")
+    from matplotlib import rcParams
+
+    n_models, n_backbones = table.shape
+    height = 0.8 / n_backbones
+    figsize = (6.0, 0.6 + 0.3 * n_models * n_backbones + _legend_height(n_backbones) / 72)
+    figure, ax = _figure_and_axes(ax, path, figsize)
+    cycle = rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    positions = np.arange(n_models)
+    for b, backbone in enumerate(table.columns):
+        values = table[backbone].to_numpy(dtype=float)
+        shown = ~np.isnan(values)
+        bars = ax.barh(
+            positions[shown] - 0.4 + height * (b + 0.5), values[shown], height=height,
+            color=cycle[b % len(cycle)], label=str(backbone),
+        )
+        for bar in bars:
+            bar.set_gid(str(backbone))
+    ax.set_yticks(positions, [str(name) for name in table.index])
+    ax.invert_yaxis()  # the first model on top
+    ax.set_xlabel(metric, fontsize=_AXIS_LABEL_SIZE)
+    _legend_below(ax, title="backbone", ncols=min(n_backbones, 3))
     return _save(figure, path, dpi)

@@ -115,7 +115,8 @@ def test_experiment_help_shows_the_defaults_of_the_config_and_the_embedder():
     assert tuple(experiment.hidden_sizes) == config.hidden_sizes == (512, 256)
     assert experiment.max_epochs == config.max_epochs
     assert experiment.batch_size == config.embed_batch_size
-    assert experiment.model == config.model
+    assert experiment.model is None  # the config's default, which the help shows
+    assert f"(default: {config.model})" in _flat(parsers["experiment"].format_help())
     for option in ("test_size", "device", "dtype", "random_state", "views", "follow_up",
                    "shots", "n_draws", "operating_point", "calibration", "validation_size",
                    "n_boot"):
@@ -199,6 +200,20 @@ def test_shots_and_draws_are_parsed(argv, shots, n_draws):
     assert args.n_draws == n_draws
     config = _config(args, "x", "m", "out")
     assert (config.shots, config.n_draws) == (shots, n_draws)
+
+
+@pytest.mark.parametrize("argv, model", [
+    ([], "StanfordAIMI/XraySigLIP__vit-b-16-siglip-512__webli"),
+    (["--model", "a"], "a"),
+    (["--model", "a", "--model", "b"], ["a", "b"]),
+    (["--model", "a", "b"], ["a", "b"]),
+])
+def test_several_models_compare_backbones(argv, model, monkeypatch):
+    runs = []
+    monkeypatch.setattr(skclipxray.experiment, "run_experiment", runs.append)
+    monkeypatch.setattr("skclipxray.cli._print_results", lambda *args: None)
+    main(["experiment", "--nih-root", "x", *argv])
+    assert runs[0].model == model
 
 
 @pytest.mark.parametrize("argv, operating_point", [

@@ -3,6 +3,7 @@
 import itertools
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -199,7 +200,7 @@ def test_each_text_head_has_a_control_with_random_prompts_and_the_same_scale(tin
 
     prompts = PromptEnsembleEmbedder(str(tiny_model_dir), device="cpu").fit(["Mass", "Hernia"])
     config = ExperimentConfig(nih_root="", out_dir="", model=str(tiny_model_dir))
-    heads = _heads(config, prompts)
+    heads = _heads(config, str(tiny_model_dir), prompts)
     assert list(heads) == MODELS
     text = prompts.embeddings_
     for name in ("concat-fusion", "weighted-sum", "text-anchored", "tip-adapter"):
@@ -290,6 +291,69 @@ def test_bad_sweep_settings_are_refused_before_anything_runs(tmp_path, shots, n_
     out_dir = tmp_path / "never"
     config = ExperimentConfig(nih_root=str(tmp_path / "missing"), out_dir=str(out_dir),
                               shots=shots, n_draws=n_draws)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_experiment(config)
+    assert not out_dir.exists()
+
+
+@pytest.fixture(scope="module")
+def backbone_run(tmp_path_factory, tiny_model_dir, tiny_clip_dir, tiny_dinov2_dir):
+    """Three backbones (SigLIP, CLIP, image-only DINOv2) through one experiment, one cache."""
+    root = tmp_path_factory.mktemp("nih-backbones")
+    make_synthetic_nih(root, n_images=60, image_size=32, prevalence=0.15)
+    out_dir = root / "results"
+    models = [str(tiny_model_dir), str(tiny_clip_dir), str(tiny_dinov2_dir)]
+    config = ExperimentConfig(
+        nih_root=str(root), out_dir=str(out_dir), model=models, n_per_label=6, shots=[],
+        hidden_sizes=(16,), max_epochs=2, device="cpu", n_boot=20,
+    )
+    messages = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = run_experiment(config, log=messages.append)
+    return table, out_dir, models, messages
+
+
+def test_backbones_are_compared_side_by_side(backbone_run):
+    table, out_dir, models, messages = backbone_run
+    names = [Path(m).name if Path(m).name != "checkpoint" else "/".join(Path(m).parts[-2:])
+             for m in models]
+    long = pd.read_csv(out_dir / "backbones.csv", index_col=["backbone", "model"])
+    assert list(long.index.get_level_values("backbone").unique()) == names
+    # Each backbone's own results are a whole experiment's, in its folder.
+    for name in names:
+        folder = out_dir / "backbones" / re.sub(r"[^0-9A-Za-z]+", "-", name).strip("-")
+        own = pd.read_csv(folder / "metrics.csv", index_col="model")
+        np.testing.assert_allclose(long.loc[name, "roc_auc_macro"].to_numpy(),
+                                   own["roc_auc_macro"].to_numpy())
+        assert (folder / "operating_points.csv").exists()
+    # The image-only backbone runs the heads that need no text, and says so.
+    assert list(long.loc[names[2]].index) == ["baseline", "linear probe"]
+    assert any("image-only" in m for m in messages)
+    assert "zero-shot" in long.loc[names[1]].index
+    report = (out_dir / "backbones.md").read_text()
+    for metric in ("roc_auc_macro", "sensitivity_mean", "ece_after_mean"):
+        assert f"(`{metric}`)" in report
+        assert (out_dir / f"backbones_{metric}.png").read_bytes()[:4] == b"\x89PNG"
+    np.testing.assert_allclose(table["roc_auc_macro"], long["roc_auc_macro"])
+
+
+def test_a_cache_shared_by_the_backbones_serves_each_its_own(backbone_run):
+    from skclipxray.cache import EmbeddingCache
+
+    _, out_dir, models, _ = backbone_run
+    subset = pd.read_csv(out_dir / "subset.csv", index_col=0)
+    cache = EmbeddingCache(out_dir / "embeddings.sqlite")
+    assert len(cache) == len(models) * len(subset)
+
+
+@pytest.mark.parametrize("model, message", [
+    ([], "model must be a checkpoint id or folder, or a list of them"),
+    (["a", "a"], "model lists ['a'] more than once."),
+])
+def test_bad_model_lists_are_refused_before_anything_runs(tmp_path, model, message):
+    out_dir = tmp_path / "never"
+    config = ExperimentConfig(nih_root=str(tmp_path / "missing"), out_dir=str(out_dir), model=model)
     with pytest.raises(ValueError, match=re.escape(message)):
         run_experiment(config)
     assert not out_dir.exists()

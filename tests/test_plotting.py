@@ -22,6 +22,7 @@ from skclipxray.plotting import (  # noqa: E402
     CHANCE_GID,
     MODEL_ORDER,
     PERFECT_CALIBRATION_GID,
+    plot_backbone_comparison,
     plot_label_cooccurrence,
     plot_label_efficiency,
     plot_label_frequency,
@@ -240,6 +241,7 @@ def _every_plot(data, sizes, efficiency, **kwargs):
         plot_train_size_curves(sizes, **kwargs),
         plot_label_efficiency(efficiency, **kwargs),
         plot_reliability_diagrams(Y, scores["baseline"], **kwargs),  # probabilities
+        plot_backbone_comparison(sizes.T, metric="macro ROC AUC", **kwargs),
     ]
 
 
@@ -522,3 +524,27 @@ def test_reliability_legends_leave_the_curves_and_axis_labels_clear(probabilitie
             assert not legend.overlaps(_extent(ax, figure))
             assert legend.y1 < _extent(ax.xaxis.label, figure).y0  # below the axis label
             assert legend.y0 >= 0  # inside the figure
+
+
+def test_backbone_bars_show_the_table(tmp_path):
+    table = pd.DataFrame(
+        {"XraySigLIP": [0.81, 0.78], "XrayCLIP": [0.80, 0.75], "RAD-DINO": [0.83, np.nan]},
+        index=["baseline", "zero-shot"],
+    )
+    figure = plot_backbone_comparison(table, metric="macro ROC AUC")
+    ax = figure.axes[0]
+    bars = {(patch.get_gid(), round(patch.get_y() + patch.get_height() / 2)): patch.get_width()
+            for patch in ax.patches}
+    assert len(bars) == 5  # RAD-DINO has no zero-shot: no bar
+    for model_row, model in enumerate(table.index):
+        for backbone in table.columns:
+            value = table.loc[model, backbone]
+            if np.isnan(value):
+                assert (backbone, model_row) not in bars
+            else:
+                assert bars[backbone, model_row] == pytest.approx(value)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(table.index)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(table.columns)
+    assert ax.get_xlabel() == "macro ROC AUC"
+    with pytest.raises(ValueError, match="non-empty DataFrame"):
+        plot_backbone_comparison(pd.DataFrame(), metric="x")

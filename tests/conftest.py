@@ -16,6 +16,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def float32_checkpoints():
+    """``dtype="auto"`` is float32 on the CPU in this suite, whatever the CPU.
+
+    The suite compares embeddings with transformers' own float32 forward
+    passes; on a CPU with bfloat16 units, ``"auto"`` would run the
+    checkpoints in bfloat16 (tests/test_backbone.py tests that choice, with
+    the CPU's features mocked both ways).
+    """
+    import skclipxray._device
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(skclipxray._device, "_BFLOAT16_PROBES", ())
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """Folder of a tiny random SigLIP checkpoint (32 px, 32-d embeddings)."""

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,6 +95,64 @@ def test_auto_device_prefers_accelerators_and_dtype_follows():
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="dtype='float64'"):
         resolve_dtype("float64", cpu)
+
+
+REAL_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [
+    (True, False, torch.bfloat16),   # AMD EPYC Zen 4, Intel Cooper Lake
+    (False, True, torch.bfloat16),   # Intel Sapphire Rapids and later
+    (False, False, torch.float32),   # no bfloat16 units: emulated, several times slower
+])
+def test_auto_dtype_on_the_cpu_follows_its_bfloat16_units(monkeypatch, avx512_bf16, amx, expected):
+    import skclipxray._device
+
+    monkeypatch.setattr(skclipxray._device, "_BFLOAT16_PROBES", REAL_PROBES)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == expected
+    assert resolve_dtype("float32", cpu) == torch.float32  # always there for exact work
+
+
+def test_a_torch_without_the_probes_gets_float32(monkeypatch):
+    import skclipxray._device
+
+    monkeypatch.setattr(skclipxray._device, "_BFLOAT16_PROBES", ("_no_such_probe",))
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+
+
+def test_the_probe_says_what_the_cpu_flags_say(monkeypatch):
+    import skclipxray._device
+
+    flags = set()
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("flags"):
+                flags.update(line.split(":", 1)[1].split())
+    monkeypatch.setattr(skclipxray._device, "_BFLOAT16_PROBES", REAL_PROBES)
+    native = bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
+    assert skclipxray._device.cpu_has_native_bfloat16() == native
+
+
+def test_an_auto_checkpoint_on_a_bfloat16_cpu_is_loaded_and_cached_as_bfloat16(
+    tiny_model_dir, monkeypatch, tmp_path
+):
+    import skclipxray._device
+    from skclipxray import SigLIPImageEmbedder
+
+    image = [np.zeros((40, 40), dtype=np.uint8)]
+    cached = dict(device="cpu", progress=False, cache=tmp_path / "cache.sqlite")
+    float32 = SigLIPImageEmbedder(tiny_model_dir, **cached)
+    float32.fit_transform(image)
+    monkeypatch.setattr(skclipxray._device, "cpu_has_native_bfloat16", lambda: True)
+    auto = SigLIPImageEmbedder(tiny_model_dir, **cached)
+    X = auto.fit_transform(image)
+    assert auto.n_embedded_ == 1  # not served float32's vector
+    assert load_backbone(tiny_model_dir, device="cpu", dtype="auto").dtype == torch.bfloat16
+    assert auto.cache_namespace_ != float32.cache_namespace_
+    assert X.dtype == np.float32
 
 
 def test_loading_prints_no_warning_about_siglip_default_token_ids(tiny_model_dir):

@@ -30,7 +30,15 @@ from sklearn.utils.validation import _check_method_params, check_is_fitted
 
 from ._validation import check_multilabel_indicator
 
-__all__ = ["OutOfFold", "OutOfFoldClassifier", "check_target", "positive_probabilities"]
+__all__ = [
+    "OutOfFold", "OutOfFoldClassifier", "check_target", "positive_logits",
+    "positive_probabilities",
+]
+
+#: Probabilities closer than this to 0 or 1 are taken as this close: about
+#: float32's resolution, beyond which the probabilities of heads computed in
+#: float32 carry no information.
+PROBABILITY_EPS = 1e-7
 
 
 def check_target(y, what):
@@ -39,9 +47,9 @@ def check_target(y, what):
     Parameters
     ----------
     y : array-like or DataFrame
-        A 2-D 0/1 ``y`` of more than one column is multilabel (a DataFrame's
-        columns name the labels); a 1-D ``y`` of two classes is binary, one
-        label: its second class.
+        A 2-D 0/1 ``y`` of more than one column, or a DataFrame of any number
+        of columns, is multilabel (a DataFrame's columns name the labels); a
+        1-D ``y`` of two classes is binary, one label: its second class.
     what : str
         The meta-estimator's name, for the messages.
 
@@ -60,7 +68,9 @@ def check_target(y, what):
     else:
         names = None
     values = np.asarray(y)
-    if values.ndim == 2 and values.shape[1] > 1:
+    # A DataFrame names its labels, so even one column is a label; a 2-D array
+    # of one column is a 1-D y, as scikit-learn reads it.
+    if values.ndim == 2 and (values.shape[1] > 1 or names is not None):
         check_multilabel_indicator(values, names)
         labels = np.asarray(names, dtype=object) if names else np.arange(values.shape[1])
         return values.astype(np.uint8), "multilabel", labels
@@ -71,10 +81,10 @@ def check_target(y, what):
     classes, encoded = np.unique(values, return_inverse=True)
     if len(classes) != 2:
         raise ValueError(
-            f"{what} needs a multilabel y (one 0/1 column per label) or a binary y; "
-            f"got a 1-D y with {len(classes)} class(es) {classes[:5].tolist()}. For "
-            "a multiclass y, use scikit-learn's CalibratedClassifierCV; a threshold "
-            "has no meaning there."
+            f"Only binary classification is supported by {what}, or multilabel y (one "
+            f"0/1 column per label); got a 1-D y with {len(classes)} class(es) "
+            f"{classes[:5].tolist()}. For a multiclass y, use scikit-learn's "
+            "CalibratedClassifierCV; a threshold has no meaning there."
         )
     return encoded.astype(np.uint8).reshape(-1, 1), "binary", classes
 
@@ -103,13 +113,39 @@ def positive_probabilities(estimator, X, n_labels, *, name="estimator"):
     return proba
 
 
+def positive_logits(estimator, X, n_labels, *, name="estimator"):
+    """One logit per label, ``(n, n_labels)`` float64: what calibration maps act on.
+
+    The estimator's ``decision_function`` where it has one (its logits, or
+    margins), so that no two images it tells apart are tied; else the logits
+    of its probabilities, taken within :data:`PROBABILITY_EPS` of 0 and 1.
+    """
+    if not hasattr(estimator, "decision_function"):
+        from scipy.special import logit
+
+        proba = positive_probabilities(estimator, X, n_labels, name=name)
+        return logit(np.clip(proba, PROBABILITY_EPS, 1 - PROBABILITY_EPS))
+    scores = np.asarray(estimator.decision_function(X), dtype=np.float64)
+    if scores.ndim == 1 and n_labels == 1:
+        scores = scores[:, None]
+    if scores.ndim != 2 or scores.shape[1] != n_labels:
+        raise ValueError(
+            f"The {name}'s decision_function gives shape {scores.shape}; expected "
+            f"({len(scores)}, {n_labels}), one logit per label of y."
+        )
+    if not np.isfinite(scores).all():
+        raise ValueError(f"The {name}'s decision_function gives NaN or infinite values.")
+    return scores
+
+
 class OutOfFold:
-    """What the folds give: a probability per image and label, and where to trust it.
+    """What the folds give: a score per image and label, and where to trust it.
 
     Attributes
     ----------
-    probabilities : ndarray of shape (n_samples, n_labels), float64
-        Each image's probabilities from the clone that did not see it.
+    scores : ndarray of shape (n_samples, n_labels), float64
+        Each image's scores (probabilities or logits) from the clone that did
+        not see it.
     usable : ndarray of shape (n_samples, n_labels), bool
         False where the image's fold was trained without a positive or
         without a negative of the label: such a clone cannot have learnt it.
@@ -118,8 +154,8 @@ class OutOfFold:
     n_folds : int
     """
 
-    def __init__(self, probabilities, usable, blind_folds, n_folds):
-        self.probabilities = probabilities
+    def __init__(self, scores, usable, blind_folds, n_folds):
+        self.scores = scores
         self.usable = usable
         self.blind_folds = blind_folds
         self.n_folds = n_folds
@@ -136,32 +172,47 @@ class OutOfFold:
         return (
             "Some training folds have no positive or no negative of a label: "
             + "; ".join(parts)
-            + ". Their out-of-fold probabilities of that label are left out of its "
-            "fit; a label left with none keeps the classifier's own probabilities."
+            + ". Their out-of-fold scores of that label are left out of its fit; a "
+            "label left without both classes keeps the classifier's own "
+            "probabilities or a threshold of 0.5."
         )
 
 
 def check_folds(cv, y, groups):
-    """The splitter: ``GroupKFold`` for an int ``cv`` with groups, else scikit-learn's."""
+    """The splitter: ``GroupKFold`` for an int ``cv`` with groups, else scikit-learn's.
+
+    Groups given with a splitter that does not use them (its ``split`` would
+    let a patient's images fall on both sides) are warned about.
+    """
     if groups is not None and isinstance(cv, Integral) and not isinstance(cv, bool):
         return GroupKFold(n_splits=cv)
     # A multilabel y gets KFold: scikit-learn stratifies binary and multiclass y only.
-    return check_cv(cv, y, classifier=True)
+    splitter = check_cv(cv, y, classifier=True)
+    if groups is not None and "Group" not in type(splitter).__name__:
+        warnings.warn(
+            f"groups were given, but cv={splitter!r} does not split by group: a "
+            "patient's images may fall on both sides of a fold. Pass an int cv "
+            "(GroupKFold) or a group splitter.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return splitter
 
 
-def _fit_and_predict(estimator, X, y, train, test, fit_params, n_labels):
+def _fit_and_predict(estimator, X, y, train, test, fit_params, n_labels, response):
     fitted = clone(estimator).fit(
         _safe_indexing(X, train), _safe_indexing(y, train),
         **_check_method_params(X, fit_params, train),
     )
-    return positive_probabilities(fitted, _safe_indexing(X, test), n_labels)
+    return response(fitted, _safe_indexing(X, test), n_labels)
 
 
-def out_of_fold_probabilities(estimator, X, y, Y, *, cv, groups, fit_params, n_jobs):
-    """Fit a clone of ``estimator`` per fold; return an :class:`OutOfFold`.
+def out_of_fold_scores(estimator, X, y, Y, *, cv, groups, fit_params, n_jobs, response):
+    """Fit a clone of ``estimator`` per fold; return an :class:`OutOfFold` of its scores.
 
     ``y`` is given to the clones as it came (a DataFrame keeps its label
-    names); ``Y`` is its 0/1 matrix from :func:`check_target`.
+    names); ``Y`` is its 0/1 matrix from :func:`check_target`. ``response``
+    is :func:`positive_probabilities` or :func:`positive_logits`.
     """
     X, y, groups = indexable(X, y, groups)
     splitter = check_folds(cv, Y if Y.shape[1] > 1 else Y[:, 0], groups)
@@ -171,19 +222,19 @@ def out_of_fold_probabilities(estimator, X, y, Y, *, cv, groups, fit_params, n_j
     folds = list(splitter.split(X, Y if Y.shape[1] > 1 else Y[:, 0], groups))
     n_labels = Y.shape[1]
     results = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_and_predict)(estimator, X, y, train, test, fit_params, n_labels)
+        delayed(_fit_and_predict)(estimator, X, y, train, test, fit_params, n_labels, response)
         for train, test in folds
     )
-    probabilities = np.full(Y.shape, np.nan)
+    scores = np.full(Y.shape, np.nan)
     usable = np.zeros(Y.shape, dtype=bool)
     blind_folds = {}
-    for f, ((train, test), proba) in enumerate(zip(folds, results)):
-        probabilities[test] = proba
+    for f, ((train, test), fold_scores) in enumerate(zip(folds, results)):
+        scores[test] = fold_scores
         learnable = Y[train].any(axis=0) & ~Y[train].all(axis=0)
         usable[test] = learnable
         for k in np.flatnonzero(~learnable):
             blind_folds.setdefault(int(k), []).append(f)
-    missing = np.isnan(probabilities).any(axis=1)
+    missing = np.isnan(scores).any(axis=1)
     if missing.any():
         raise ValueError(
             f"The cross-validation leaves {int(missing.sum())} image(s) out of every "
@@ -191,22 +242,36 @@ def out_of_fold_probabilities(estimator, X, y, Y, *, cv, groups, fit_params, n_j
             f"{int(np.flatnonzero(missing)[0])}): out-of-fold probabilities need a "
             "partition, e.g. KFold or GroupKFold."
         )
-    return OutOfFold(probabilities, usable, blind_folds, len(folds))
+    return OutOfFold(scores, usable, blind_folds, len(folds))
 
 
-def prefit_probabilities(estimator, X, Y):
-    """An already fitted ``estimator``'s probabilities on validation data, all usable."""
+def prefit_scores(estimator, X, Y, response):
+    """An already fitted ``estimator``'s scores on validation data, all usable."""
     check_is_fitted(estimator)
-    probabilities = positive_probabilities(estimator, X, Y.shape[1])
-    return OutOfFold(probabilities, np.ones(Y.shape, dtype=bool), {}, 1)
+    return OutOfFold(response(estimator, X, Y.shape[1]), np.ones(Y.shape, dtype=bool), {}, 1)
+
+
+def _check_prefit_labels(estimator, labels):
+    """Refuse validation labels in another order than those the estimator was fitted on."""
+    fitted = getattr(estimator, "labels_", None)
+    if fitted is None or len(fitted) != len(labels):
+        return
+    if [str(label) for label in fitted] != [str(label) for label in labels]:
+        raise ValueError(
+            f"y's columns {[str(label) for label in labels]} are not in the order of "
+            f"the labels the estimator was fitted on {[str(label) for label in fitted]}: "
+            "each label would be tuned on another's probabilities. Reorder y's "
+            "columns, e.g. y[list(estimator.labels_)]."
+        )
 
 
 class OutOfFoldClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Base of the meta-estimators: ``fit`` learns per label from out-of-fold probabilities.
 
-    A subclass has the parameters ``estimator``, ``cv`` and ``n_jobs``, and
-    implements ``_fit_labels(Y, out_of_fold)``, which learns from the usable
-    probabilities of each label. ``fit`` reads ``y``, makes the out-of-fold
+    A subclass has the parameters ``estimator``, ``cv`` and ``n_jobs``, sets
+    ``_response`` (:func:`positive_probabilities` or :func:`positive_logits`:
+    what it learns from), and implements ``_fit_labels(Y, out_of_fold)``,
+    which learns from the usable scores of each label. ``fit`` reads ``y``, makes the out-of-fold
     probabilities (or, with ``cv="prefit"``, the fitted estimator's on the
     data given), refits the estimator on all the data, and calls it.
     """
@@ -226,11 +291,13 @@ class OutOfFoldClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                     "fitted and the data given are the validation set."
                 )
             self.estimator_ = self.estimator
-            out_of_fold = prefit_probabilities(self.estimator_, X, Y)
+            if self.task_ == "multilabel":
+                _check_prefit_labels(self.estimator_, self.labels_)
+            out_of_fold = prefit_scores(self.estimator_, X, Y, self._response)
         else:
-            out_of_fold = out_of_fold_probabilities(
+            out_of_fold = out_of_fold_scores(
                 self.estimator, X, y, Y, cv=self.cv, groups=groups, fit_params=fit_params,
-                n_jobs=self.n_jobs,
+                n_jobs=self.n_jobs, response=self._response,
             )
             self.estimator_ = clone(self.estimator).fit(X, y, **fit_params)
         # Names, not positions, in the messages: a binary y has its positive class.
@@ -252,6 +319,10 @@ class OutOfFoldClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return positive_probabilities(self.estimator_, X, len(self._label_names))
 
+    def _positive_logits(self, X):
+        check_is_fitted(self)
+        return positive_logits(self.estimator_, X, len(self._label_names))
+
     def _as_output(self, positive):
         """``(n, n_labels)`` positive probabilities as ``predict_proba`` gives them."""
         if self.task_ == "binary":
@@ -266,7 +337,9 @@ class OutOfFoldClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = True
         inner = get_tags(self.estimator)
+        tags.classifier_tags.multi_label = inner.classifier_tags.multi_label
+        # Per label: a multiclass y has neither a calibration map nor a threshold.
+        tags.classifier_tags.multi_class = False
         tags.input_tags = inner.input_tags
         return tags

@@ -133,6 +133,9 @@ class LabelPrompts:
         and not known.
     labels : list or None
         The prompt embedder's ``labels_``, if it has them.
+    scoring : {"sigmoid", "softmax"} or None
+        How the checkpoint turns logits into probabilities (the prompt
+        embedder's ``scoring_``); None for an array of prompts.
     """
 
     positive: np.ndarray
@@ -140,6 +143,7 @@ class LabelPrompts:
     logit_scale: float
     logit_bias: float
     labels: object
+    scoring: object = None
 
 
 def fit_label_prompts(
@@ -211,6 +215,7 @@ def fit_label_prompts(
         logit_scale=logit_scale,
         logit_bias=logit_bias,
         labels=None if labels is None else list(labels),
+        scoring=getattr(embedder, "scoring_", None),
     )
 
 
@@ -247,6 +252,9 @@ class ZeroShotTermMixin:
         self._check_threshold()
         return X.astype(np.float64), targets, device
 
+    #: Whether the estimator's logits need the checkpoint's bias (no intercept of its own).
+    _needs_prompt_bias = False
+
     def _fit_prompts(self, label_names, n_features):
         for name in ("prompt_embeddings_", "negative_prompt_embeddings_"):
             if hasattr(self, name):
@@ -263,6 +271,16 @@ class ZeroShotTermMixin:
             what="labels" if self.task_ == "multilabel" else "classes", owner=owner,
         )
         check_prompt_width(n_features, prompts.positive, owner)
+        if self._needs_prompt_bias and prompts.scoring == "softmax" and prompts.negative is None:
+            raise ValueError(
+                f"{owner} adds to the zero-shot logits without learning an intercept, "
+                "and the prompts come from a checkpoint that scores with CLIP's "
+                "softmax, which has no bias: sigmoid(scale * cosine) is then about 1 "
+                "for every image and label. Give the prompt embedder "
+                "negative_templates (each label then scores its positive against its "
+                "negative prompt, as CheXzero does), or use TextAnchoredClassifier, "
+                "which learns each label's intercept."
+            )
         self.prompt_embeddings_ = prompts.positive
         if prompts.negative is not None:
             self.negative_prompt_embeddings_ = prompts.negative

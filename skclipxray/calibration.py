@@ -12,27 +12,18 @@ from numbers import Integral
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import expit, log_expit, logit
+from scipy.special import expit, log_expit
 from sklearn.base import _fit_context
 from sklearn.isotonic import IsotonicRegression
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import HasMethods, StrOptions
 
-from ._out_of_fold import OutOfFoldClassifier
+from ._out_of_fold import OutOfFoldClassifier, positive_logits
 
 __all__ = ["MultilabelCalibratedClassifierCV"]
 
 #: Bounds of the scale of temperature scaling: a finite logit stays finite.
 _SCALE_BOUNDS = (1e-6, 1e6)
-
-
-def probability_logits(probabilities):
-    """Logits of probabilities, finite: 0 and 1 are moved to the nearest representable.
-
-    A probability of exactly 1 becomes the largest float below 1 (a logit of
-    about 36.7), so that no two probabilities below it share a logit.
-    """
-    clipped = np.clip(probabilities, np.finfo(np.float64).tiny, np.nextafter(1.0, 0.0))
-    return logit(clipped)
 
 
 def _platt_targets(y):
@@ -81,15 +72,22 @@ class MultilabelCalibratedClassifierCV(OutOfFoldClassifier):
     then fitted per label, and ``estimator`` refitted on all the data (as
     scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` does).
 
-    The maps work on the logit ``z = logit(p)`` of the estimator's
-    probability ``p``:
+    The maps work on a logit ``z`` per label: the estimator's
+    ``decision_function`` where it has one (every skclipxray head does: its
+    logits), else the logit of its probability, taken within
+    ``1e-7`` of 0 and 1 (about float32's resolution, beyond which a
+    probability carries no information):
 
     - ``"temperature"``: ``sigmoid(z / T)``, one temperature ``T > 0`` per
       label. It changes how sure the probabilities are, not their order:
-      every label's ROC AUC and average precision stay exactly as they were.
+      every label's ROC AUC and average precision stay as they were (up to
+      float64 saturation: probabilities within about ``1e-16`` of 0 or 1
+      tie; :meth:`decision_function` gives the calibrated logits, which
+      never do).
     - ``"sigmoid"``: Platt scaling, ``sigmoid(a z + b)``: also moves the
       probabilities up or down (a model that says "too low", as zero-shot
-      SigLIP does), so it also keeps the order, unless ``a < 0``.
+      SigLIP does), so it also keeps the order, unless ``a < 0``. It is the
+      map for a CLIP checkpoint's zero-shot scores, which have no bias.
     - ``"isotonic"``: :class:`~sklearn.isotonic.IsotonicRegression`, any
       increasing map. It needs more data (hundreds of positives), and its
       steps tie images, which can change ROC AUC.
@@ -110,7 +108,9 @@ class MultilabelCalibratedClassifierCV(OutOfFoldClassifier):
     estimator : classifier
         A classifier with ``predict_proba``, for a multilabel ``y`` (or a
         binary one): any skclipxray head, a Pipeline ending in one, or a
-        multilabel scikit-learn classifier.
+        multilabel scikit-learn classifier. With ``cv="prefit"`` and a
+        DataFrame ``y``, its columns must be in the order of the estimator's
+        ``labels_``.
     method : {"temperature", "sigmoid", "isotonic"}, default="temperature"
         The map, see above.
     cv : int, cross-validation generator, iterable or "prefit", default=5
@@ -175,6 +175,9 @@ class MultilabelCalibratedClassifierCV(OutOfFoldClassifier):
         "n_jobs": [Integral, None],
     }
 
+    # What the maps are fitted on: one logit per label.
+    _response = staticmethod(positive_logits)
+
     def __init__(self, estimator, *, method="temperature", cv=5, n_jobs=None):
         self.estimator = estimator
         self.method = method
@@ -212,7 +215,7 @@ class MultilabelCalibratedClassifierCV(OutOfFoldClassifier):
             self.coef_, self.intercept_ = np.ones(n_labels), np.zeros(n_labels)
         for k, name in enumerate(self._label_names):
             rows = out_of_fold.usable[:, k]
-            y, p = Y[rows, k], out_of_fold.probabilities[rows, k]
+            y, z = Y[rows, k], out_of_fold.scores[rows, k]
             if y.min(initial=1) == y.max(initial=0):
                 self.uncalibrated_labels_.append(name)
                 if self.method == "isotonic":
@@ -220,11 +223,11 @@ class MultilabelCalibratedClassifierCV(OutOfFoldClassifier):
                 continue
             if self.method == "isotonic":
                 self.isotonic_regressions_.append(
-                    IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+                    IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(z, y)
                 )
             else:
                 self.coef_[k], self.intercept_[k] = fit_sigmoid(
-                    probability_logits(p), y, intercept=self.method == "sigmoid"
+                    z, y, intercept=self.method == "sigmoid"
                 )
         if self.uncalibrated_labels_:
             warnings.warn(
@@ -234,6 +237,28 @@ class MultilabelCalibratedClassifierCV(OutOfFoldClassifier):
                 UserWarning,
                 stacklevel=4,
             )
+
+    def _is_linear(self):
+        return self.method != "isotonic"
+
+    @available_if(_is_linear)
+    def decision_function(self, X):
+        """Calibrated logits, ``coef_ * z + intercept_`` (temperature and Platt scaling).
+
+        Their order is the estimator's, exactly: where probabilities near 0
+        or 1 tie in float64, the logits do not.
+
+        Parameters
+        ----------
+        X : array-like or list of images
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_labels), or (n_samples,) for a binary y
+        """
+        z = self._positive_logits(X)
+        logits = self.coef_ * z + self.intercept_
+        return logits[:, 0] if self.task_ == "binary" else logits
 
     def predict_proba(self, X):
         """Calibrated probabilities.
@@ -246,13 +271,17 @@ class MultilabelCalibratedClassifierCV(OutOfFoldClassifier):
         -------
         ndarray of shape (n_samples, n_labels), or (n_samples, 2) for a binary y
         """
-        p = self._positive_probabilities(X)
+        z = self._positive_logits(X)
         if self.method != "isotonic":
-            return self._as_output(expit(self.coef_ * probability_logits(p) + self.intercept_))
-        calibrated = p.copy()
-        for k, regression in enumerate(self.isotonic_regressions_):
-            if regression is not None:
-                calibrated[:, k] = regression.predict(p[:, k])
+            calibrated = expit(self.coef_ * z + self.intercept_)
+        else:
+            calibrated = np.empty_like(z)
+            for k, regression in enumerate(self.isotonic_regressions_):
+                if regression is not None:
+                    calibrated[:, k] = regression.predict(z[:, k])
+        kept = [k for k, name in enumerate(self._label_names) if name in self.uncalibrated_labels_]
+        if kept:
+            calibrated[:, kept] = self._positive_probabilities(X)[:, kept]
         return self._as_output(calibrated)
 
     def predict(self, X):

@@ -152,6 +152,10 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
         checkpoint's own scale.
     logit_bias_ : float
         The checkpoint's ``logit_bias``; 0 for CLIP, which has none.
+    scoring_ : {"sigmoid", "softmax"}
+        How the checkpoint's family turns image-text logits into
+        probabilities: SigLIP's sigmoid per pair, or CLIP's softmax over the
+        texts (see :class:`~skclipxray.ZeroShotClassifier`).
 
     See Also
     --------
@@ -251,7 +255,9 @@ class PromptEnsembleEmbedder(TransformerMixin, BaseEstimator):
         elif hasattr(self, "negative_embeddings_"):
             del self.negative_embeddings_
         self.n_features_out_ = self.embeddings_.shape[1]
-        self.logit_scale_, self.logit_bias_ = logit_scale_and_bias(self._backbone().model)
+        backbone = self._backbone()
+        self.logit_scale_, self.logit_bias_ = logit_scale_and_bias(backbone.model)
+        self.scoring_ = backbone.architecture.scoring
         return self
 
     def transform(self, X):

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, StrOptions
 
-from ._out_of_fold import OutOfFoldClassifier
+from ._out_of_fold import OutOfFoldClassifier, positive_probabilities
 from .metrics import _check_objective, _tune_thresholds_table
 
 __all__ = ["MultilabelTunedThresholdClassifierCV"]
@@ -47,6 +47,8 @@ class MultilabelTunedThresholdClassifierCV(OutOfFoldClassifier):
         A classifier with ``predict_proba``, for a multilabel (or binary)
         ``y``: any skclipxray head, a Pipeline ending in one, a
         :class:`~skclipxray.calibration.MultilabelCalibratedClassifierCV`.
+        With ``cv="prefit"`` and a DataFrame ``y``, its columns must be in
+        the order of the estimator's ``labels_``.
     objective : str, tuple or callable, default="f1"
         What each label's threshold maximises on the out-of-fold data:
 
@@ -58,7 +60,10 @@ class MultilabelTunedThresholdClassifierCV(OutOfFoldClassifier):
           best sensitivity with a precision of at least ``x``;
         - a callable ``f(y_true, y_pred) -> float`` on one label's 0/1
           truth and predictions (higher is better), e.g.
-          ``functools.partial(sklearn.metrics.fbeta_score, beta=2)``.
+          ``functools.partial(sklearn.metrics.fbeta_score, beta=2)``. A
+          callable is saved with the estimator, as its parameter: loading
+          the file with :func:`skclipxray.persistence.load` then needs it in
+          ``trusted=``, since building it could run code.
     cv : int, cross-validation generator, iterable or "prefit", default=5
         The folds. An int is :class:`~sklearn.model_selection.KFold`, or
         :class:`~sklearn.model_selection.GroupKFold` when ``groups`` are
@@ -122,6 +127,9 @@ class MultilabelTunedThresholdClassifierCV(OutOfFoldClassifier):
         "n_jobs": [Integral, None],
     }
 
+    # Thresholds are probabilities: they are tuned on probabilities.
+    _response = staticmethod(positive_probabilities)
+
     def __init__(self, estimator, *, objective="f1", cv=5, n_jobs=None):
         self.estimator = estimator
         self.objective = objective
@@ -150,7 +158,10 @@ class MultilabelTunedThresholdClassifierCV(OutOfFoldClassifier):
         """
         # Checked before any fold is fitted: a typo should not cost a cross-validation.
         self._objective = _check_objective(self.objective)
-        return self._fit(X, y, groups, fit_params)
+        try:
+            return self._fit(X, y, groups, fit_params)
+        finally:
+            del self._objective  # the parameter holds it; the fitted state need not
 
     def _fit_labels(self, Y, out_of_fold):
         tables = []
@@ -158,7 +169,7 @@ class MultilabelTunedThresholdClassifierCV(OutOfFoldClassifier):
             rows = out_of_fold.usable[:, k]
             tables.append(
                 _tune_thresholds_table(
-                    Y[rows, k : k + 1], out_of_fold.probabilities[rows, k : k + 1],
+                    Y[rows, k : k + 1], out_of_fold.scores[rows, k : k + 1],
                     self._objective, [name],
                 )
             )

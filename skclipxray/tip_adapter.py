@@ -139,6 +139,9 @@ class TipAdapterClassifier(
     (60, 16)
     """
 
+    # No intercept is learnt: the zero-shot logits must carry the checkpoint's bias.
+    _needs_prompt_bias = True
+
     _parameter_constraints: dict = {
         **PROMPT_CONSTRAINTS,
         "alpha": [Interval(Real, None, None, closed="neither")],

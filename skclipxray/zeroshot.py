@@ -297,6 +297,13 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         logit_scale, self.bias_ = logit_scale_and_bias(backbone.model)
         self.scale_ = math.exp(logit_scale)
         self.scoring_ = backbone.architecture.scoring
+        if self.scoring_ == "softmax" and negative is None and len(labels) == 1:
+            raise ValueError(
+                f"The checkpoint {self.model!r} scores with CLIP's softmax over the "
+                "labels: with one label, its probability is 1 for every image. Give "
+                "negative_templates, so that the label is scored against its negative "
+                "prompt."
+            )
         self.labels_ = np.asarray(labels, dtype=object)
         # One binary problem per label, as scikit-learn's multi-output
         # classifiers report it: scorers then see a multilabel classifier

@@ -154,8 +154,11 @@ class FixedScoreClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = np.shape(X)[1]
         return self
 
+    def decision_function(self, X):
+        return self.sharpness * np.asarray(X, dtype=np.float64) + self.shift
+
     def predict_proba(self, X):
-        return expit(self.sharpness * np.asarray(X, dtype=np.float64) + self.shift)
+        return expit(self.decision_function(X))
 
 
 def calibration_world(n_samples, n_labels=3, random_state=0):

@@ -88,6 +88,60 @@ def test_the_fit_is_scikit_learn_s_logistic_regression_on_platt_s_targets(interc
     np.testing.assert_allclose(fit_sigmoid(z, y, intercept=intercept), expected, rtol=1e-4, atol=1e-6)
 
 
+def test_an_estimator_without_decision_function_is_calibrated_on_its_clipped_logits():
+    # KNN says exactly 0 or 1 for many images: taken as 1e-7 from them, as
+    # float32 probabilities carry nothing closer, they do not drive the scale to 0.
+    X, Y = calibration_world(4000, n_labels=2, random_state=7)
+    X_test, Y_test = calibration_world(4000, n_labels=2, random_state=8)
+    knn = KNeighborsClassifier(15)
+    raw = clone(knn).fit(X, Y).predict_proba(X_test)
+    raw = np.stack([p[:, 1] for p in raw], axis=1)
+    assert ((raw == 0) | (raw == 1)).mean() > 0.05
+    calibrated = MultilabelCalibratedClassifierCV(knn, cv=3).fit(X, Y)
+    # Taken at their face value (logit(0) = -708), the few exact zeros among
+    # the positives would shrink the scale towards 0 and every probability
+    # towards 0.5.
+    assert (calibrated.coef_ > 0.2).all()
+    assert (_ece(Y_test, calibrated.predict_proba(X_test)) < 0.1).all()
+
+
+def test_calibrated_logits_keep_the_order_where_probabilities_saturate():
+    X, Y = calibration_world(4000, n_labels=1, random_state=10)
+    fitted = FixedScoreClassifier(sharpness=1.0).fit(X, Y[:, 0])
+    calibrated = MultilabelCalibratedClassifierCV(fitted, cv="prefit").fit(X, Y[:, 0])
+    extreme = np.array([[40.0], [45.0], [-40.0], [-45.0]])
+    assert len(set(calibrated.predict_proba(extreme)[:, 1])) < 4  # float64 saturates
+    assert len(set(calibrated.decision_function(extreme))) == 4  # the logits do not
+    isotonic = MultilabelCalibratedClassifierCV(fitted, method="isotonic", cv="prefit")
+    assert not hasattr(isotonic.fit(X, Y[:, 0]), "decision_function")
+
+
+def test_prefit_refuses_labels_in_another_order_than_the_estimator_s(scored_model_dir):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 32)).astype(np.float32)
+    Y = pd.DataFrame(rng.integers(0, 2, size=(40, 2)), columns=["Effusion", "Mass"])
+    fitted = TextAnchoredClassifier(device="cpu").fit(X, Y)
+    with pytest.raises(ValueError, match=r"\['Mass', 'Effusion'\] are not in the order.*"
+                                         r"\['Effusion', 'Mass'\]"):
+        MultilabelCalibratedClassifierCV(fitted, cv="prefit").fit(X, Y[["Mass", "Effusion"]])
+
+
+def test_groups_with_a_splitter_that_ignores_them_are_warned_about():
+    X, Y = calibration_world(60)
+    with pytest.warns(UserWarning, match="does not split by group"):
+        MultilabelCalibratedClassifierCV(FixedScoreClassifier(), cv=KFold(3)).fit(
+            X, Y, groups=np.arange(60) // 2
+        )
+
+
+def test_a_one_column_dataframe_is_one_named_label():
+    X, Y = calibration_world(300, n_labels=1, random_state=9)
+    Y = pd.DataFrame(Y, columns=["Hernia"])
+    calibrated = MultilabelCalibratedClassifierCV(FixedScoreClassifier(), cv=3).fit(X, Y)
+    assert calibrated.task_ == "multilabel" and list(calibrated.labels_) == ["Hernia"]
+    assert calibrated.predict(X).shape == (300, 1)
+
+
 def test_a_separable_label_gets_a_finite_scale():
     z = np.linspace(-3, 3, 40)
     y = (z > 0).astype(int)
@@ -95,22 +149,22 @@ def test_a_separable_label_gets_a_finite_scale():
     assert np.isfinite(scale) and scale > 1
 
 
-def _out_of_fold(estimator, X, Y, folds):
-    probabilities = np.empty(Y.shape)
+def _out_of_fold_logits(estimator, X, Y, folds):
+    logits = np.empty(Y.shape)
     for train, test in folds:
-        probabilities[test] = clone(estimator).fit(X[train], Y[train]).predict_proba(X[test])
-    return probabilities
+        logits[test] = clone(estimator).fit(X[train], Y[train]).decision_function(X[test])
+    return logits
 
 
-def test_isotonic_maps_are_scikit_learn_s_on_the_out_of_fold_probabilities():
+def test_isotonic_maps_are_scikit_learn_s_on_the_out_of_fold_logits():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 4))
     Y = (X[:, :2] + rng.normal(size=(300, 2)) > 0).astype(int)
     estimator = TextAnchoredClassifier(device="cpu")
     folds = list(KFold(3).split(X))
     calibrated = MultilabelCalibratedClassifierCV(estimator, method="isotonic", cv=KFold(3)).fit(X, Y)
-    oof = _out_of_fold(estimator, X, Y, folds)
-    refitted = clone(estimator).fit(X, Y).predict_proba(X)
+    oof = _out_of_fold_logits(estimator, X, Y, folds)
+    refitted = clone(estimator).fit(X, Y).decision_function(X)
     for k in range(2):
         expected = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(oof[:, k], Y[:, k])
         np.testing.assert_allclose(
@@ -222,7 +276,7 @@ def test_a_multiclass_y_is_refused_with_what_to_use():
 
 def test_probabilities_of_the_wrong_width_are_refused():
     X, Y = calibration_world(60, n_labels=3)
-    with pytest.raises(ValueError, match=r"predict_proba gives shape \(20, 2\); expected \(20, 3\)"):
+    with pytest.raises(ValueError, match=r"decision_function gives shape \(20, 2\); expected \(20, 3\)"):
         MultilabelCalibratedClassifierCV(FixedScoreClassifier(), cv=3).fit(X[:, :2], Y)
 
 

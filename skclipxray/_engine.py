@@ -21,9 +21,10 @@ from sklearn.preprocessing import normalize as _l2_normalize
 
 from ._backbone import checkpoint_info, load_backbone
 from ._keys import load_item
-from ._preprocessing import preprocessor, stack_inputs
+from ._preprocessing import preprocessor
 from .cache import ReadOnlyCacheError
-from .images import ImageReadError, _describe, read_image
+from .images import ImageReadError, _describe
+from .images import _read_image as read_image  # with grayscale=: "L" images where gray
 
 # Links from files to cached content are written in blocks of this many.
 _LINK_BLOCK = 512
@@ -41,6 +42,7 @@ class RunSpec:
     compile: object
     quantize: object
     max_file_size: int
+    preprocess: str = "cpu"
 
     @classmethod
     def of(cls, embedder):
@@ -86,10 +88,12 @@ def prepare(spec, checkpoint, cache, namespace, index, item, decode=True):
             prepared.vector = cache.get_many([prepared.key]).get(prepared.key)
             if prepared.vector is not None:
                 return prepared
-        image = read_image(source, index=index, max_file_size=spec.max_file_size)
+        preprocess = preprocessor(checkpoint, spec.preprocess)
+        image = read_image(source, index=index, max_file_size=spec.max_file_size,
+                            grayscale=preprocess.grayscale)
         del source  # the file's bytes: not kept while the batch waits
         try:
-            prepared.inputs = preprocessor(checkpoint)(image)
+            prepared.inputs = preprocess(image)
         except Exception as exc:  # the processor's own errors name no item
             raise ImageReadError(
                 f"X[{index}] {_describe(item)}: the checkpoint's image "
@@ -133,22 +137,26 @@ def prepared_items(spec, checkpoint, items, cache, namespace, indices=None, deco
 
 
 def forward(spec, backbone, inputs):
-    """Image embeddings of one preprocessed batch (a dict of arrays), as float32."""
+    """Image embeddings of one batch (the inputs of its images, a list of dicts), as float32.
+
+    The batch's preprocessor moves it to the device (and, with
+    ``preprocess="device"``, resizes and normalises it there).
+    """
     import torch
 
-    n_images = len(inputs["pixel_values"])
-    if spec.compile and n_images < spec.batch_size:
-        # A new batch shape would recompile the model (slow): pad the last
-        # batch by repeating its last image, and drop the extra rows below.
-        inputs = {
-            name: np.concatenate([
-                value, np.repeat(value[-1:], spec.batch_size - n_images, axis=0)
-            ])
-            for name, value in inputs.items()
-        }
+    n_images = len(inputs)
     with torch.inference_mode():
-        batch = {name: torch.from_numpy(value).to(backbone.device) for name, value in inputs.items()}
+        batch = preprocessor(backbone, spec.preprocess).to_device(inputs, backbone.device)
         batch["pixel_values"] = batch["pixel_values"].to(backbone.dtype)
+        if spec.compile and n_images < spec.batch_size:
+            # A new batch shape would recompile the model (slow): pad the last
+            # batch by repeating its last image, and drop the extra rows below.
+            batch = {
+                name: torch.cat([
+                    value, value[-1:].expand(spec.batch_size - n_images, *value.shape[1:])
+                ])
+                for name, value in batch.items()
+            }
         # quantize needs compile
         mode = (spec.compile if isinstance(spec.compile, str) else "default") if spec.compile else None
         encoder = backbone.image_encoder(compile=mode, quantize=spec.quantize)
@@ -274,7 +282,7 @@ class Run:
         if self.backbone is None:
             self.backbone = self.load()
         batch, self.batch = self.batch, []
-        vectors = forward(self.spec, self.backbone, stack_inputs([p.inputs for _, p in batch]))
+        vectors = forward(self.spec, self.backbone, [p.inputs for _, p in batch])
         self.out[[position for position, _ in batch]] = vectors
         self.n_embedded += len(batch)
         if self.writer is not None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ._device_preprocessing import namespace_identity as device_namespace_identity
+from ._preprocessing import preprocess_mode
 from ._quantize import quantization_identity
 from .images import DEFAULT_MAX_FILE_SIZE, read_file_bytes, read_image
 
@@ -74,19 +76,25 @@ def checkpoint_identity(backbone):
     return identity
 
 
-def cache_namespace(backbone, quantize=None):
+def cache_namespace(backbone, quantize=None, preprocess="cpu"):
     """(name, info) of the cache namespace of a checkpoint, memoised.
 
     The name hashes everything that changes an embedding besides the image:
     the checkpoint's weights, the precision and quantization, the image
-    processor's configuration and the reader version. ``info`` is what it
-    stands for, stored in the cache for people to read. ``backbone`` is a
-    loaded :class:`~skclipxray._backbone.Backbone` or a
-    :class:`~skclipxray._backbone.CheckpointInfo`
-    (its ``name``, ``dtype`` and ``image_processor`` are all that is used):
-    both give the same name.
+    processor's configuration, where it runs (``preprocess``, resolved by
+    :func:`~skclipxray._preprocessing.preprocess_mode`: device-side resizing
+    gives other pixels than Pillow's) and the reader version. Preprocessing
+    on the CPU keeps the names namespaces had before device-side
+    preprocessing existed, since its pixels are unchanged (grayscale images,
+    resized in one plane, give exactly the RGB resize's pixels). ``info`` is
+    what it stands for, stored in the cache for people to read. ``backbone``
+    is a loaded :class:`~skclipxray._backbone.Backbone` or a
+    :class:`~skclipxray._backbone.CheckpointInfo` (its ``name``, ``device``,
+    ``dtype`` and ``image_processor`` are all that is used): both give the
+    same name.
     """
-    memo = ("cache_namespace", quantize)
+    where = preprocess_mode(backbone, preprocess)
+    memo = ("cache_namespace", quantize, where)
     with _KEYS_LOCK:
         found = backbone.derived.get(memo)
     if found is not None:
@@ -96,13 +104,17 @@ def cache_namespace(backbone, quantize=None):
         "dtype": str(backbone.dtype).removeprefix("torch."),
         "image_processor": json.loads(backbone.image_processor.to_json_string()),
         "reader_version": READER_VERSION,
-        "output": "vision_model.pooler_output",
+        "output": backbone.architecture.image_output,
     }
     info = {"model": backbone.name, "dtype": identity["dtype"]}
     if quantize is not None:
         # Only quantized namespaces say so: float ones keep their earlier names.
         identity["quantization"] = quantization_identity(quantize)
         info["quantize"] = quantize
+    if where != "cpu":
+        # Likewise, only device-side preprocessing says so.
+        identity["preprocessing"] = device_namespace_identity()
+        info["preprocess"] = where
     text = json.dumps(identity, sort_keys=True)
     name = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
     info["identity"] = text

@@ -62,7 +62,7 @@ class _ChunkResult:
 def _describe_checkpoint(spec, with_namespace):
     """Task: the embedding size and cache namespace of the checkpoint, on a worker."""
     checkpoint = spec.checkpoint()  # no weights
-    namespace = cache_namespace(checkpoint, spec.quantize) if with_namespace else None
+    namespace = cache_namespace(checkpoint, spec.quantize, spec.preprocess) if with_namespace else None
     return checkpoint.embedding_dim, namespace
 
 
@@ -86,7 +86,7 @@ def _embed_chunk(spec, indices, items, with_namespace):
     _ChunkResult
     """
     checkpoint = spec.checkpoint()
-    namespace = cache_namespace(checkpoint, spec.quantize) if with_namespace else None
+    namespace = cache_namespace(checkpoint, spec.quantize, spec.preprocess) if with_namespace else None
     vectors = np.full((len(items), checkpoint.embedding_dim), np.nan, dtype=np.float32)
     run = embed(spec, checkpoint, items, vectors, load=spec.backbone, namespace=namespace,
                 indices=indices)

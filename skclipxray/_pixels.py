@@ -29,6 +29,11 @@ def _failure(what, exc):
 
 
 def _array_to_rgb(array):
+    return _array_to_image(array)
+
+
+def _array_to_image(array, grayscale=False):
+    """The 8-bit image of an array: RGB, or ``"L"`` if ``grayscale`` and it has one plane."""
     if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
         array = array[..., 0] if array.shape[-1] == 1 else array[..., :3]
     elif array.ndim != 2:
@@ -39,7 +44,25 @@ def _array_to_rgb(array):
     if array.size == 0:
         raise _Unreadable(f"empty image of shape {array.shape}")
     image = Image.fromarray(_to_uint8(array))
+    if grayscale:
+        return _gray_if_equal(image)
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _gray_if_equal(image):
+    """An ``"L"`` or ``"RGB"`` image as ``"L"`` when its RGB version has three equal channels.
+
+    The ``"L"`` image is then each channel of the RGB one, so that any
+    per-channel operation on it (Pillow's resampling filters are) gives each
+    channel of the RGB result; other images are returned in ``"RGB"``.
+    """
+    if image.mode == "L":
+        return image
+    pixels = np.asarray(image)
+    red = pixels[..., 0]
+    if np.array_equal(red, pixels[..., 1]) and np.array_equal(red, pixels[..., 2]):
+        return Image.fromarray(red)
+    return image
 
 
 def _to_uint8(array):

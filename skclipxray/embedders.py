@@ -28,6 +28,7 @@ from ._messages import (
     warn_outcome,
     warn_rejected,
 )
+from ._preprocessing import PREPROCESS_MODES, preprocess_mode
 from ._quantize import QUANTIZE_MODES
 from ._validation import check_input_features
 from .cache import EmbeddingCache, ReadOnlyCacheError
@@ -196,6 +197,21 @@ class ImageEmbedder(TransformerMixin, BaseEstimator):
         Notes for what it trades, and check its agreement with float32 on
         your own images before relying on it. Quantized
         embeddings have their own namespace in the cache.
+    preprocess : {"auto", "cpu", "device"}, default="auto"
+        Where images are resized and normalised. ``"cpu"``: in the reader
+        threads, giving exactly the checkpoint's image processor's pixels.
+        ``"device"``: the reader threads only decode, to uint8, and each
+        batch is moved to the model's device and resized and normalised
+        there with torch (``interpolate(mode="bicubic", antialias=True)``),
+        which takes the CPU's heaviest work off it on a GPU. Its pixels
+        approximate Pillow's (most are equal, nearly all others one grey
+        level off), so its embeddings are close to the CPU path's, not
+        equal, and have their own namespace in the cache. It needs a plain
+        resize-rescale-normalise processor (SigLIP's): with a processor
+        that crops, pads or cuts patches (CLIP, DINOv2, SigLIP 2),
+        :meth:`fit` and :meth:`transform` raise a ``ValueError`` naming it.
+        ``"auto"``: ``"device"`` on CUDA where it applies, ``"cpu"``
+        otherwise. See Notes.
     n_jobs : int or None, default=None
         Jobs embedding chunks of images in parallel, through joblib.
         ``None`` means 1 unless in a :func:`joblib.parallel_config` context;
@@ -250,7 +266,15 @@ class ImageEmbedder(TransformerMixin, BaseEstimator):
       random ones: fit and predict with the same setting.
     * On GPUs, ``"auto"`` picks bfloat16 (float16 where bfloat16 is not
       supported); use large batches and as many ``num_workers`` as there are
-      CPU cores, since decoding becomes the bottleneck.
+      CPU cores, since decoding becomes the bottleneck. ``preprocess="auto"``
+      resizes on the GPU there, leaving the CPU cores only the decoding;
+      ``preprocess="cpu"`` keeps the processor's exact pixels, at the cost
+      of resizing on the CPU. ``benchmarks/bench_gpu.py`` measures both
+      on a GPU, and their agreement.
+    * On the CPU path, a grayscale radiograph (any file, array or DICOM
+      whose RGB version has three equal channels) is resized in one plane
+      and replicated after, for a third of the resizing time; the pixels
+      are exactly those of the processor's RGB resize.
 
     A cache file can be read back without the model:
     ``EmbeddingCache(path).to_frame(embedder.cache_namespace_)``.
@@ -296,6 +320,7 @@ class ImageEmbedder(TransformerMixin, BaseEstimator):
         max_file_size=DEFAULT_MAX_FILE_SIZE,
         compile=False,
         quantize=None,
+        preprocess="auto",
         n_jobs=None,
         chunk_size=None,
     ):
@@ -312,6 +337,7 @@ class ImageEmbedder(TransformerMixin, BaseEstimator):
         self.max_file_size = max_file_size
         self.compile = compile
         self.quantize = quantize
+        self.preprocess = preprocess
         self.n_jobs = n_jobs
         self.chunk_size = chunk_size
 
@@ -331,6 +357,7 @@ class ImageEmbedder(TransformerMixin, BaseEstimator):
         "max_file_size": [Interval(Integral, 1, None, closed="left")],
         "compile": ["boolean", StrOptions(set(COMPILE_MODES))],
         "quantize": [None, StrOptions(set(QUANTIZE_MODES))],
+        "preprocess": [StrOptions(set(PREPROCESS_MODES))],
         # joblib refuses n_jobs=0.
         "n_jobs": [
             None,
@@ -347,6 +374,10 @@ class ImageEmbedder(TransformerMixin, BaseEstimator):
         tags.requires_fit = False
         tags.non_deterministic = False
         return tags
+
+    def __setstate__(self, state):
+        # Files saved before ``preprocess`` existed preprocessed on the CPU.
+        super().__setstate__({"preprocess": "cpu", **state})
 
     def _backbone(self):
         return load_backbone(self.model, device=self.device, dtype=self.dtype)
@@ -382,7 +413,9 @@ class ImageEmbedder(TransformerMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If ``X`` and ``y`` have different lengths.
+            If ``X`` and ``y`` have different lengths, or
+            ``preprocess="device"`` is asked of a checkpoint whose image
+            processor does more than a plain resize (the message names it).
         sklearn.utils._param_validation.InvalidParameterError
             If a parameter has a value it cannot take (a ``ValueError``).
         """
@@ -395,7 +428,9 @@ class ImageEmbedder(TransformerMixin, BaseEstimator):
                     f"X has {n_images} images but y has {len(y)} rows; "
                     "give one row of y per image, in the same order."
                 )
-        self.n_features_out_ = self._checkpoint().embedding_dim
+        checkpoint = self._checkpoint()
+        preprocess_mode(checkpoint, self.preprocess)  # "device" where it cannot: raises
+        self.n_features_out_ = checkpoint.embedding_dim
         return self
 
     #: Prefix of the output feature names.
@@ -448,6 +483,9 @@ class ImageEmbedder(TransformerMixin, BaseEstimator):
         skclipxray.images.ImageReadError
             If an image cannot be read and ``on_error="raise"``; the message
             names its index and path.
+        ValueError
+            If ``preprocess="device"`` is asked of a checkpoint whose image
+            processor does more than a plain resize.
         skclipxray.cache.ReadOnlyCacheError
             If the cache is read-only, some images are not in it and
             ``on_error="raise"``; nothing is embedded.
@@ -473,11 +511,12 @@ class ImageEmbedder(TransformerMixin, BaseEstimator):
         if effective_n_jobs(self.n_jobs) != 1:
             return _parallel.embed_in_chunks(self, items)
         checkpoint = self._checkpoint()
+        preprocess_mode(checkpoint, self.preprocess)  # "device" where it cannot: raises
         self.n_features_out_ = checkpoint.embedding_dim
         if self.cache is None:
             self.cache_namespace_ = None
             return self._embed(items, checkpoint, cache=None, namespace=None)
-        namespace = cache_namespace(checkpoint, self.quantize)
+        namespace = cache_namespace(checkpoint, self.quantize, self.preprocess)
         self.cache_namespace_ = namespace[0]
         with EmbeddingCache(self.cache, timeout=self.cache_timeout) as cache:
             if cache.read_only and self.on_error == "raise":
@@ -535,7 +574,8 @@ class SigLIPImageEmbedder(ImageEmbedder):
     Parameters
     ----------
     model, device, dtype, batch_size, num_workers, progress, normalize, cache, \
-cache_timeout, on_error, max_file_size, compile, quantize, n_jobs, chunk_size
+cache_timeout, on_error, max_file_size, compile, quantize, preprocess, n_jobs, \
+chunk_size
         As for :class:`ImageEmbedder`.
 
     See Also

@@ -317,7 +317,7 @@ def test_one_clear_forgets_each_checkpoint_and_what_was_derived_from_it(tiny_mod
     namespace = cache_namespace(info)
     preprocessor(info)
     assert "text_embeddings" in backbone.derived
-    assert set(info.derived) == {("cache_namespace", None), "preprocessor"}
+    assert set(info.derived) == {("cache_namespace", None, "cpu"), ("preprocessor", "cpu")}
 
     clear_backbone_cache()
     again, info_again = load_backbone(tiny_model_dir, device="cpu"), checkpoint_info(

@@ -653,7 +653,7 @@ def slow_read_image(item, **kwargs):  # make the run last long enough to be kill
 
 engine.read_image = slow_read_image
 model, cache, *paths = sys.argv[1:]
-SigLIPImageEmbedder(model, device="cpu", progress=False, batch_size=2,
+SigLIPImageEmbedder(model, device="cpu", dtype="float32", progress=False, batch_size=2,
                     num_workers=1, cache=cache).fit_transform(paths)
 print("finished")
 """

@@ -30,7 +30,7 @@ _WRITER = """
 import sys, time, warnings
 from skclipxray import SigLIPImageEmbedder
 model, cache, deadline, *paths = sys.argv[1:]
-embedder = SigLIPImageEmbedder(model, cache=cache, device="cpu", progress=False,
+embedder = SigLIPImageEmbedder(model, cache=cache, device="cpu", dtype="float32", progress=False,
                                on_error="nan", batch_size=2)
 warnings.simplefilter("ignore")
 while time.time() < float(deadline):

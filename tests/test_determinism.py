@@ -38,8 +38,8 @@ model, images, out = sys.argv[1:]
 out = Path(out)
 paths = sorted(str(path) for path in Path(images).glob("*.png"))
 Y = pd.read_csv(Path(images) / "labels.csv")
-embeddings = SigLIPImageEmbedder(model, device="cpu", progress=False).fit_transform(paths)
-prompts = PromptEnsembleEmbedder(model, device="cpu")
+embeddings = SigLIPImageEmbedder(model, device="cpu", dtype="float32", progress=False).fit_transform(paths)
+prompts = PromptEnsembleEmbedder(model, device="cpu", dtype="float32")
 head = dict(hidden_sizes=(16,), max_epochs=5, batch_size=16, random_state=0, device="cpu",
             early_stopping=True, validation_fraction=0.2)
 results = {

@@ -161,7 +161,7 @@ _INTERRUPTED = """
 import sys
 from skclipxray import SigLIPImageEmbedder
 model, fifo, *paths = sys.argv[1:]
-embedder = SigLIPImageEmbedder(model, device="cpu", progress=False, batch_size=2,
+embedder = SigLIPImageEmbedder(model, device="cpu", dtype="float32", progress=False, batch_size=2,
                                num_workers=2, on_error="nan")
 X = paths[:2] + [fifo] + paths[2:]
 import warnings
@@ -442,7 +442,7 @@ import sys
 from skclipxray import SigLIPImageEmbedder
 from skclipxray._backbone import _BACKBONES
 model, cache, *paths = sys.argv[1:]
-embedder = SigLIPImageEmbedder(model, device="cpu", progress=False, cache=cache)
+embedder = SigLIPImageEmbedder(model, device="cpu", dtype="float32", progress=False, cache=cache)
 embedder.fit_transform(paths)
 print(embedder.n_cached_, len(_BACKBONES))
 """

@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_embedding.py [--images DIR] [--quick] [--no-compile]
                                          [--compile-mode MODE] [--no-quantize]
+                                         [--architectures-only]
 
 Runs, in one process (plus one child process per memory measurement):
 
@@ -18,16 +19,22 @@ Runs, in one process (plus one child process per memory measurement):
    in the same mode, against the naive loop; ``--no-quantize`` leaves it out);
 3. a 5-fold x 4-point ``GridSearchCV`` over 64 images with and without the
    cache: forward passes and wall time;
-4. peak memory (resident set) embedding 200 versus 2,000 images.
+4. peak memory (resident set) embedding 200 versus 2,000 images;
+5. one arm per architecture, each at its real size with random weights (CLIP
+   ViT-B/16 at 224 px, SigLIP ViT-B/16 at 512 px, SigLIP 2 base NaFlex at 256
+   patches, DINOv2-B/14 at 518 px), all in float32: images/s model only and
+   end to end, tokens and GFLOP per image (``--architectures-only`` runs this
+   arm alone; it writes ``architectures.json`` and ``architectures.md``).
 
-The model is the real XraySigLIP vision architecture (ViT-B/16 at 512 px)
+The model of arms 1-3 is the real XraySigLIP vision architecture (ViT-B/16 at 512 px)
 with random weights, so nothing is downloaded; images are real 1024x1024 NIH
 ChestX-ray14 PNGs (``../shared/data/real-cxr`` next to the repository, else
 ``tests/data/real-cxr``). Timed arms are interleaved over several rounds and
 the best round is kept, because the machine may be shared: ratios are taken
 between numbers measured side by side. The device is chosen as the library
 does (``"auto"``: CUDA when present, with larger batches). Results go to
-``benchmarks/results/embedding.json`` and ``embedding.md``.
+``benchmarks/results/embedding.json`` and ``embedding.md`` (arm 5:
+``architectures.json`` and ``architectures.md`` beside them).
 """
 
 import argparse
@@ -41,7 +48,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import elapsed, log, make_checkpoint, nih_pngs
+from _common import cpu_model, elapsed, log, make_checkpoint, nih_pngs
 
 HERE = Path(__file__).resolve().parent
 GRID = {"clf__C": [0.01, 0.1, 1.0, 10.0]}
@@ -76,15 +83,32 @@ def distinct_variants(paths, n, folder):
     return out
 
 
+def vit_flops(tokens, patches, patch_size, hidden_size, mlp_size, layers, head=0):
+    """Floating-point operations (2 per multiply-add) of one image through a ViT.
+
+    ``patches`` are embedded (a linear map of their pixels), ``tokens`` (the
+    patches, plus a class token where there is one) go through ``layers``
+    pre-norm blocks; ``head`` is what the pooling on top costs. Norms,
+    activations and softmax, a fraction of a percent, are left out.
+    """
+    d, m = hidden_size, mlp_size
+    patch = 2 * patches * (3 * patch_size**2) * d
+    per_layer = 2 * tokens * (4 * d * d + 2 * d * m) + 2 * 2 * tokens * tokens * d
+    return patch + layers * per_layer + head
+
+
+def attention_pool_flops(tokens, hidden_size, mlp_size):
+    """SigLIP's attention-pooling head: one query over every token, then an MLP on it."""
+    d, m = hidden_size, mlp_size
+    return 2 * (tokens * 2 * d * d + 2 * d * d + 2 * d * m) + 2 * 2 * tokens * d
+
+
 def vision_flops(config):
-    """Floating-point operations (2 per multiply-add) of one image through the tower."""
+    """Floating-point operations of one image through a SigLIP vision tower."""
     tokens = (config.image_size // config.patch_size) ** 2
     d, m = config.hidden_size, config.intermediate_size
-    patch = 2 * tokens * (3 * config.patch_size**2) * d
-    per_layer = 2 * tokens * (4 * d * d + 2 * d * m) + 2 * 2 * tokens * tokens * d
-    # Attention-pooling head: one query over every token, then an MLP on it.
-    head = 2 * (tokens * 2 * d * d + 2 * d * d + 2 * d * m) + 2 * 2 * tokens * d
-    return patch + config.num_hidden_layers * per_layer + head
+    return vit_flops(tokens, tokens, config.patch_size, d, m, config.num_hidden_layers,
+                     head=attention_pool_flops(tokens, d, m))
 
 
 # Timing ---------------------------------------------------------------------------
@@ -561,6 +585,176 @@ def bench_memory(tiny, paths, device, settings, work):
     }
 
 
+# 5: one arm per architecture ------------------------------------------------------------
+
+#: A ViT-B tower's width, MLP, depth and heads: those of every architecture compared.
+VIT_B = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+             num_attention_heads=12)
+
+#: The architectures compared, at their real size, and the checkpoints they stand for.
+ARCHITECTURES = {
+    "clip": "CLIP ViT-B/16, 224 px (openai/clip-vit-base-patch16)",
+    "siglip": "SigLIP ViT-B/16, 512 px (XraySigLIP)",
+    "siglip2": "SigLIP 2 ViT-B/16 NaFlex, 256 patches (google/siglip2-base-patch16-naflex)",
+    "dinov2": "DINOv2 ViT-B/14, 518 px (microsoft/rad-dino)",
+}
+
+
+def real_size_checkpoint(folder, family, seed=0):
+    """A checkpoint folder of ``family`` with its real vision tower and random weights.
+
+    The family's tiny checkpoint (:mod:`skclipxray.testing`) gives the folder
+    its tokenizer and image processor, at the real input size; its model is
+    then replaced by one with the real vision tower (:data:`ARCHITECTURES`).
+    The text tower is one layer, since only the image path is measured. The
+    folder loads with ``from_pretrained`` as a downloaded checkpoint does.
+    """
+    import transformers
+
+    from skclipxray._architectures import ARCHITECTURES as FAMILIES
+    from skclipxray._tiny_checkpoints import _seeded_model
+    from skclipxray.testing import make_tiny_clip, make_tiny_dinov2, make_tiny_siglip2
+
+    if family == "siglip":
+        return make_checkpoint(folder, seed=seed)  # XraySigLIP's vision tower
+    if family == "dinov2":
+        folder = make_tiny_dinov2(folder, image_size=518, patch_size=14)
+        config = transformers.Dinov2Config(  # MLP 4 x 768 = 3072, as VIT_B's
+            image_size=518, patch_size=14, mlp_ratio=4, hidden_size=768,
+            num_hidden_layers=12, num_attention_heads=12)
+    else:
+        if family == "clip":
+            folder = make_tiny_clip(folder, image_size=224, patch_size=16)
+            vision, extra = dict(VIT_B, image_size=224, patch_size=16), {"projection_dim": 512}
+        elif family == "siglip2":
+            folder = make_tiny_siglip2(folder, patch_size=16, max_num_patches=256)
+            vision, extra = dict(VIT_B, patch_size=16, num_patches=256), {}
+        else:
+            raise ValueError(f"Unknown family {family!r}; expected one of {list(ARCHITECTURES)}.")
+        config = transformers.AutoConfig.from_pretrained(folder)
+        text = config.text_config.to_dict()
+        text.update(hidden_size=VIT_B["hidden_size"], intermediate_size=VIT_B["hidden_size"],
+                    num_hidden_layers=1, num_attention_heads=VIT_B["num_attention_heads"])
+        config = type(config)(text_config=text, vision_config=vision, **extra)
+    model_class = getattr(transformers, FAMILIES[family].class_name)
+    _seeded_model(model_class, config, seed).save_pretrained(folder)
+    return folder
+
+
+def input_shape(backbone, batch):
+    """What one image's input is, its tokens and analytic FLOPs, from the inputs fed.
+
+    SigLIP 2's patches are padded to the processor's maximum number, and the
+    padding goes through the tower too, so it counts.
+    """
+    family = backbone.architecture.model_type
+    config = backbone.model.config
+    vision = config if family == "dinov2" else config.vision_config
+    d, size = vision.hidden_size, vision.patch_size
+    m = int(d * vision.mlp_ratio) if family == "dinov2" else vision.intermediate_size
+    pixels = batch["pixel_values"]
+    if family == "siglip2":
+        patches = pixels.shape[1]
+        rows, cols = (int(v) for v in batch["spatial_shapes"][0])
+        described = f"{patches} patches ({rows}x{cols} of {size} px)"
+    else:
+        height, width = pixels.shape[-2:]
+        patches = (height // size) * (width // size)
+        described = f"{height} px" if height == width else f"{height}x{width} px"
+    tokens = patches + (family in ("clip", "dinov2"))  # a class token
+    head = {
+        "siglip": attention_pool_flops(tokens, d, m),
+        "siglip2": attention_pool_flops(tokens, d, m),
+        "clip": 2 * d * getattr(config, "projection_dim", 0),
+        "dinov2": 0,
+    }[family]
+    flops = vit_flops(tokens, patches, size, d, m, vision.num_hidden_layers, head=head)
+    return {"input": described, "tokens": tokens, "gflop_per_image": flops / 1e9}
+
+
+def encoder_only(encoder, batches):
+    """Image embeddings of pre-decoded batches already on the device."""
+    import torch
+
+    with torch.inference_mode():
+        return torch.cat([encoder(**batch) for batch in batches]).float().cpu().numpy()
+
+
+def bench_architectures(paths, device, settings, work, siglip=None):
+    """Images/s of each architecture at its real size, model only and end to end.
+
+    Every architecture runs in float32, so that the comparison is between
+    architectures rather than precisions. ``siglip`` is an existing
+    XraySigLIP-sized folder to reuse.
+    """
+    import torch
+
+    from skclipxray import ImageEmbedder, load_backbone
+    from skclipxray._preprocessing import preprocessor, stack_inputs
+    from skclipxray.images import read_image
+
+    n, batch_size, dtype = settings["arch_n_images"], settings["batch_size"], "float32"
+    images = (paths * (-(-n // len(paths))))[:n]
+    workers = ImageEmbedder().num_workers
+    result = {"n_images": n, "batch_size": batch_size, "num_workers": workers,
+              "num_workers_is_default": True, "dtype": dtype,
+              "rounds": settings["arch_rounds"], "weights": "random", "architectures": {}}
+    arms, outputs = {}, {}
+
+    def timed_arm(name, function):
+        def arm():
+            seconds, outputs[name] = timed(function, device)
+            return seconds
+        arms[name] = arm
+
+    for family, described in ARCHITECTURES.items():
+        log(f"architectures: writing and loading {family}")
+        folder = (siglip if family == "siglip" and siglip else
+                  real_size_checkpoint(work / f"{family}-real-size", family))
+        backbone = load_backbone(folder, device=str(device), dtype=dtype)
+        encoder = backbone.image_encoder()
+        preprocess = preprocessor(backbone)
+        inputs = stack_inputs([preprocess(read_image(p)) for p in images])
+        batches = []
+        for i in range(0, n, batch_size):
+            batch = {k: torch.from_numpy(v[i : i + batch_size]).to(device)
+                     for k, v in inputs.items()}
+            batch["pixel_values"] = batch["pixel_values"].to(backbone.dtype)
+            batches.append(batch)
+        embedder = ImageEmbedder(folder, device=str(device), dtype=dtype,
+                                 batch_size=batch_size, progress=False)
+        # Warm-up, one batch: load, allocate. The embedder runs this very encoder
+        # (shared by the backbone) on batches of the same shape, so it warms both arms.
+        embedder.fit_transform(images[:batch_size])
+        result["architectures"][family] = {
+            "checkpoint": described, "class": backbone.architecture.class_name,
+            "embedding_dim": backbone.embedding_dim,
+            "parameters_vision": sum(p.numel() for p in encoder.parameters()),
+            **input_shape(backbone, inputs),
+        }
+        timed_arm(f"{family} model only",
+                  lambda encoder=encoder, batches=batches: encoder_only(encoder, batches))
+        timed_arm(f"{family} end to end",
+                  lambda embedder=embedder: embedder.transform(images))
+    seconds = rounds_best(arms, settings["arch_rounds"])
+    for family, row in result["architectures"].items():
+        model, e2e = f"{family} model only", f"{family} end to end"
+        ips = {"model_only": n / min(seconds[model]), "end_to_end": n / min(seconds[e2e])}
+        row.update(
+            seconds={"model_only": seconds[model], "end_to_end": seconds[e2e]},
+            images_per_s=ips,
+            end_to_end_over_model_only=ips["end_to_end"] / ips["model_only"],
+            # The same ratio within each round (both arms under the same load).
+            median_per_round_end_to_end_over_model_only=float(np.median(
+                np.divide(seconds[model], seconds[e2e]))),
+            model_gflops=row["gflop_per_image"] * ips["model_only"],
+            # The same computation in both arms: the embeddings must agree.
+            max_abs_difference_e2e_vs_model_only=float(
+                np.abs(outputs[e2e] - outputs[model]).max()),
+        )
+    return result
+
+
 # Report ----------------------------------------------------------------------------
 
 
@@ -568,15 +762,8 @@ def environment(device):
     import torch
     import transformers
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     env = {
-        "device": str(device), "cpu": cpu, "cpu_count": os.cpu_count(),
+        "device": str(device), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "transformers": transformers.__version__, "python": platform.python_version(),
         "load_average_start": os.getloadavg(),
@@ -590,6 +777,69 @@ def _check(ok):
     return "met" if ok else "NOT met"
 
 
+def device_line(env, rounds):
+    """The machine, the library versions and the load, as each report states them."""
+    return (
+        f"Device: {env['device']} ({env.get('gpu', env['cpu'])}, {env['cpu_count']} CPU cores, "
+        f"{env['torch_threads']} torch threads); torch {env['torch']}, transformers "
+        f"{env['transformers']}. Load average at start {env['load_average_start'][0]:.1f}, "
+        f"at end {env['load_average_end'][0]:.1f}: the machine is shared, so arms were "
+        f"interleaved over {rounds} rounds and each arm's best round is reported."
+    )
+
+
+def markdown_architectures(results):
+    """The report of :func:`bench_architectures`: one table, one row per architecture."""
+    a = results["architectures"]
+    rows = a["architectures"]
+    lines = [
+        "# Embedding throughput by architecture",
+        "",
+        device_line(results["environment"], a["rounds"]),
+        "",
+        "Models: each architecture at its real size (the vision tower of the checkpoint "
+        "named: width 768, 12 layers, 12 heads, MLP 3072) with random weights, since no "
+        "checkpoint is downloaded; each is written as a checkpoint folder (config, "
+        "safetensors weights, image processor, and a tokenizer with a one-layer text "
+        "tower where the family has text) and loaded with `from_pretrained` as a "
+        "downloaded one is. Random weights change no timing, but their embeddings mean "
+        "nothing. Images: real 1024x1024 NIH ChestX-ray14 PNGs, cycled. Every "
+        f"architecture runs in float32 (dtype=\"float32\"), so that the comparison is "
+        f"between architectures, not precisions; batch {a['batch_size']}, "
+        f"{a['num_workers']} reader threads (`ImageEmbedder`'s default). Few images: "
+        f"{a['n_images']} per arm and architecture, after one warm-up batch per "
+        f"architecture, so the figures are rough. Wall time: "
+        f"{results['wall_s'] / 60:.1f} min.",
+        "",
+        "| architecture | checkpoint class | input (px or patches) | tokens | GFLOP/image "
+        "| model only img/s | end to end img/s | e2e / model only |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {r['checkpoint']} | {r['class']} | {r['input']} | {r['tokens']} | "
+            f"{r['gflop_per_image']:.0f} | {r['images_per_s']['model_only']:.2f} | "
+            f"{r['images_per_s']['end_to_end']:.2f} | {r['end_to_end_over_model_only']:.2f} |"
+            for r in rows.values()
+        ),
+        "",
+        "- Model only: the checkpoint's preprocessing done before timing, then the "
+        "inputs (as tensors) through `Backbone.image_encoder()`. End to end: "
+        "`ImageEmbedder(model=FOLDER).transform(paths)` on the PNG files: reading, "
+        "decoding, preprocessing and the model. The embeddings of the two arms agree "
+        "to " + f"{max(r['max_abs_difference_e2e_vs_model_only'] for r in rows.values()):.1e}.",
+        "- E2e / model only is the ratio of each arm's best round; the median of the same "
+        "ratio within each round (both arms under the same load): "
+        + ", ".join(f"{family} {r['median_per_round_end_to_end_over_model_only']:.2f}"
+                    for family, r in rows.items()) + ".",
+        "- GFLOP counted analytically, 2 per multiply-add: patch embedding, every layer's "
+        "projections, attention and MLP, and the pooling (SigLIP's attention-pooling "
+        "head, CLIP's projection; DINOv2's class token needs none). Tokens include the "
+        "class token of CLIP and DINOv2. SigLIP 2 cuts each image, aspect ratio kept, "
+        "into at most 256 patches, padded to 256 (a square film fills them all).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def markdown(results):
     env, t = results["environment"], results["throughput"]
     g, m = results["grid_search"], results["memory"]
@@ -599,11 +849,7 @@ def markdown(results):
     lines = [
         "# Embedding benchmark",
         "",
-        f"Device: {env['device']} ({env.get('gpu', env['cpu'])}, {env['cpu_count']} CPU cores, "
-        f"{env['torch_threads']} torch threads); torch {env['torch']}, transformers "
-        f"{env['transformers']}. Load average at start {env['load_average_start'][0]:.1f}, "
-        f"at end {env['load_average_end'][0]:.1f}: the machine is shared, so arms were "
-        f"interleaved over {t['rounds']} rounds and each arm's best round is reported.",
+        device_line(env, t["rounds"]),
         "",
         "Model: the XraySigLIP vision architecture (ViT-B/16, 512 px, "
         f"{t['gflop_per_image']:.0f} GFLOP per image counted analytically) with random "
@@ -775,14 +1021,21 @@ def main():
     parser.add_argument("--grid-uncached", choices=["auto", "run", "estimate"], default="auto",
                         help="run the uncached grid search on the real architecture, or "
                              "estimate it (auto: run it when it takes under 10 minutes)")
+    parser.add_argument("--architectures-only", action="store_true",
+                        help="run only arm 5, one per architecture at its real size; "
+                             "writes architectures.json and .md beside --output")
     parser.add_argument("--output", default=HERE / "results" / "embedding.json")
     parser.add_argument("--render", action="store_true",
-                        help="only rewrite the .md report from the existing .json results")
+                        help="only rewrite the .md report from the existing .json results "
+                             "(with --architectures-only: architectures.md)")
     parser.add_argument("--memory-child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    output = Path(args.output)
+    arch_output = output.with_name("architectures.json")
     if args.render:
-        output = Path(args.output)
-        output.with_suffix(".md").write_text(markdown(json.loads(output.read_text())))
+        source, render = ((arch_output, markdown_architectures) if args.architectures_only
+                          else (output, markdown))
+        source.with_suffix(".md").write_text(render(json.loads(source.read_text())))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.memory_child:
@@ -807,15 +1060,21 @@ def main():
         "rounds": 6,
         "half_rounds": 3,
         "compile_rounds": 4,
+        # Arm 5: every architecture is loaded at once, and the big ones are slow on a CPU.
+        "arch_n_images": 256 if gpu else 8,
+        "arch_rounds": 3,
     }
     if args.quick:
         settings.update(n_images=8, n_naive=2, n_half=4, n_compiled=8, rounds=1,
-                        half_rounds=1, compile_rounds=1)
-    results = {"environment": environment(device), "settings": settings}
+                        half_rounds=1, compile_rounds=1, arch_rounds=1)
     log(f"device {device}; settings {settings}")
     paths = nih_pngs(args.images)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.architectures_only:
+            architectures(paths, device, settings, work, arch_output, args.quick)
+            return
+        results = {"environment": environment(device), "settings": settings}
         log("writing the checkpoints and 64 distinct radiographs")
         checkpoint = make_checkpoint(work / "xraysiglip-random")
         tiny = make_tiny_siglip(work / "tiny-512", image_size=512, patch_size=16)
@@ -827,16 +1086,32 @@ def main():
             args, checkpoint, tiny, distinct, device, settings, results["throughput"], work)
         log("benchmark 4: memory")
         results["memory"] = bench_memory(tiny, paths, device, settings, work)
+        results["environment"]["load_average_end"] = os.getloadavg()
+        results["wall_s"] = elapsed()
+        report(results, markdown, output, args.quick)
+        architectures(paths, device, settings, work, arch_output, args.quick,
+                      siglip=checkpoint)
+
+
+def architectures(paths, device, settings, work, output, quick, siglip=None):
+    """Run arm 5 and report it on its own (``output`` and its .md)."""
+    start = elapsed()
+    results = {"environment": environment(device), "settings": settings}
+    log("benchmark 5: one arm per architecture, at its real size")
+    results["architectures"] = bench_architectures(paths, device, settings, work, siglip)
     results["environment"]["load_average_end"] = os.getloadavg()
-    results["wall_s"] = elapsed()
-    output = Path(args.output)
-    if not args.quick:
+    results["wall_s"] = elapsed() - start
+    report(results, markdown_architectures, output, quick)
+
+
+def report(results, render, output, quick):
+    """Print the Markdown report; unless ``quick``, write it and the .json results."""
+    text = render(results)
+    print(text)
+    if not quick:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2) + "\n")
-    report = markdown(results)
-    print(report)
-    if not args.quick:
-        output.with_suffix(".md").write_text(report)
+        output.with_suffix(".md").write_text(text)
         log(f"wrote {output} and {output.with_suffix('.md')}")
 
 

@@ -150,7 +150,9 @@ def _heads(config, model, prompts):
     ``model``: its embeddings, and the checkpoint's logit scale and bias that
     it brings, for the heads that turn cosines into logits. A control gets
     random prompts (:func:`random_like`) and the same scale and bias, so that
-    it differs from its head by the text only. An image-only checkpoint
+    it differs from its head by the text only. A CLIP checkpoint, which
+    scores with a softmax and has no bias, gets no Tip-Adapter (which learns
+    no intercept to make up for it). An image-only checkpoint
     (``prompts=None``) gets the heads that need no text: the baseline and
     the linear probe (:class:`~skclipxray.TextAnchoredClassifier` without
     prompts, an L2 logistic regression).
@@ -178,7 +180,7 @@ def _heads(config, model, prompts):
     )
     text = prompts.embeddings_
     control = random_like(text, config.random_state)
-    return {
+    heads = {
         "zero-shot": ZeroShotClassifier(model, device=config.device, dtype=config.dtype),
         "baseline": BaselineClassifier(**common),
         "concat-fusion": ConcatFusionClassifier(prompts=text, **common),
@@ -190,6 +192,11 @@ def _heads(config, model, prompts):
         "tip-adapter": TipAdapterClassifier(text, **scaled),
         "tip-adapter (random prompts)": TipAdapterClassifier(control, **scaled),
     }
+    if prompts.scoring_ == "softmax":
+        # CLIP has no bias, and Tip-Adapter no intercept of its own: its
+        # sigmoid(scale * cosine) would say yes to every label.
+        del heads["tip-adapter"], heads["tip-adapter (random prompts)"]
+    return heads
 
 
 #: How the name of a random-prompt control ends.
@@ -492,6 +499,9 @@ def _run_backbone(config, model, subset, shots, objective, cache, out_dir, log):
         log(f"{model} is image-only: no text tower, so no zero-shot and no text-using "
             "heads; the baseline and a linear probe are compared.")
     heads = _heads(config, model, prompts)
+    if prompts is not None and prompts.scoring_ == "softmax":
+        log(f"{model} scores with CLIP's softmax, without a bias: Tip-Adapter, which "
+            "learns no intercept, is left out.")
 
     X_train, X_test = X[train], X[test]
     Y_train, Y_test = Y.iloc[train], Y.iloc[test]

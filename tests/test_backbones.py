@@ -229,3 +229,24 @@ def test_an_unsupported_family_is_named(tmp_path):
         ImageEmbedder(tmp_path, device="cpu", progress=False).fit_transform(
             [read_image(np.zeros((8, 8), dtype=np.uint8))]
         )
+
+
+def test_tip_adapter_refuses_clip_prompts_without_a_bias(tiny_clip_dir):
+    from skclipxray import TipAdapterClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 16))
+    Y = pd.DataFrame(rng.integers(0, 2, size=(20, 3)), columns=LABELS)
+    with pytest.raises(ValueError, match="CLIP's softmax, which has no bias.*negative_templates"):
+        TipAdapterClassifier(PromptEnsembleEmbedder(tiny_clip_dir, device="cpu"),
+                             device="cpu").fit(X, Y)
+    # With negative prompts, each label is scored against its negative: no bias needed.
+    negative = PromptEnsembleEmbedder(tiny_clip_dir, negative_templates=("no {}",), device="cpu")
+    assert TipAdapterClassifier(negative, device="cpu").fit(X, Y).predict_proba(X).shape == (20, 3)
+
+
+def test_clip_zero_shot_refuses_one_label_without_negative_prompts(tiny_clip_dir):
+    X = np.random.default_rng(0).normal(size=(5, 16))
+    Y = pd.DataFrame({"Mass": [0, 1, 0, 1, 0]})
+    with pytest.raises(ValueError, match="with one label, its probability is 1 for every image"):
+        ZeroShotClassifier(tiny_clip_dir, templates=("{}",), device="cpu").fit(X, Y)

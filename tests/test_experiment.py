@@ -331,6 +331,9 @@ def test_backbones_are_compared_side_by_side(backbone_run):
     assert list(long.loc[names[2]].index) == ["baseline", "linear probe"]
     assert any("image-only" in m for m in messages)
     assert "zero-shot" in long.loc[names[1]].index
+    # CLIP has no bias, and Tip-Adapter no intercept: it is left out there.
+    assert "tip-adapter" in long.loc[names[0]].index
+    assert "tip-adapter" not in long.loc[names[1]].index
     report = (out_dir / "backbones.md").read_text()
     for metric in ("roc_auc_macro", "sensitivity_mean", "ece_after_mean"):
         assert f"(`{metric}`)" in report

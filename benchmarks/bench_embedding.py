@@ -275,6 +275,8 @@ def bench_throughput(args, checkpoint, paths, device, settings):
         naive_dtype="float32",
         max_abs_difference_e2e_vs_naive=float(np.abs(
             outputs["e2e"][: len(naive_images)] - outputs["naive"]).max()),
+        min_cosine_e2e_vs_naive=float(cosine(
+            outputs["e2e"][: len(naive_images)], outputs["naive"]).min()),
     )
     achieved = flops * ips["model_only"] / 1e9
     result[f"{auto_name}_model_gflops"] = achieved
@@ -762,8 +764,11 @@ def environment(device):
     import torch
     import transformers
 
+    from skclipxray._device import cpu_has_native_bfloat16
+
     env = {
         "device": str(device), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+        "cpu_flags": cpu_flags(), "cpu_native_bfloat16": cpu_has_native_bfloat16(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "transformers": transformers.__version__, "python": platform.python_version(),
         "load_average_start": os.getloadavg(),
@@ -777,14 +782,36 @@ def _check(ok):
     return "met" if ok else "NOT met"
 
 
+#: CPU flags that decide which precisions run in hardware.
+_PRECISION_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+                    "amx_int8")
+
+
+def cpu_flags():
+    """The flags of :data:`_PRECISION_FLAGS` that this CPU has (from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [flag for flag in _PRECISION_FLAGS if flag in flags]
+    except OSError:
+        pass
+    return []
+
+
 def device_line(env, rounds):
     """The machine, the library versions and the load, as each report states them."""
+    flags = ""
+    if "cpu_flags" in env:
+        flags = (f" CPU flags: {', '.join(env['cpu_flags']) or 'none of interest'}; native "
+                 f"bfloat16: {'yes' if env['cpu_native_bfloat16'] else 'no'}.")
     return (
         f"Device: {env['device']} ({env.get('gpu', env['cpu'])}, {env['cpu_count']} CPU cores, "
         f"{env['torch_threads']} torch threads); torch {env['torch']}, transformers "
         f"{env['transformers']}. Load average at start {env['load_average_start'][0]:.1f}, "
         f"at end {env['load_average_end'][0]:.1f}: the machine is shared, so arms were "
-        f"interleaved over {rounds} rounds and each arm's best round is reported."
+        f"interleaved over {rounds} rounds and each arm's best round is reported.{flags}"
     )
 
 
@@ -884,8 +911,10 @@ def markdown(results):
         f"{t['median_per_round_ratios']['end_to_end_over_model_only']:.3f}, end to end / "
         f"naive {t['median_per_round_ratios']['end_to_end_over_naive']:.2f}x, model / "
         f"matmul peak {100 * t['median_per_round_ratios']['model_fraction_of_peak']:.0f}%.",
-        f"- Largest difference between end-to-end and naive embeddings: "
-        f"{t['max_abs_difference_e2e_vs_naive']:.2e}.",
+        f"- Largest difference between end-to-end ({t['dtype_auto']}) and naive (float32) "
+        f"embeddings: {t['max_abs_difference_e2e_vs_naive']:.2e}"
+        + (f"; smallest cosine {t['min_cosine_e2e_vs_naive']:.5f}."
+           if "min_cosine_e2e_vs_naive" in t else "."),
         "",
         "## 2. Hardware efficiency and precision",
         "",

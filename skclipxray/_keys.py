@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._device_preprocessing import namespace_identity as device_namespace_identity
-from ._preprocessing import preprocess_mode
+from ._preprocessing import namespace_identity as device_namespace_identity, preprocess_mode
 from ._quantize import quantization_identity
 from .images import DEFAULT_MAX_FILE_SIZE, read_file_bytes, read_image
 

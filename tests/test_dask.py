@@ -57,7 +57,10 @@ def pngs(tmp_path_factory):
 
 
 def _embedder(model_dir, **params):
-    params = {"device": "cpu", "progress": False, "batch_size": 3, "chunk_size": 4, **params}
+    # Workers are other processes, where "auto" follows their CPU: pin float32,
+    # which the local runs use (tests/conftest.py).
+    params = {"device": "cpu", "dtype": "float32", "progress": False, "batch_size": 3,
+              "chunk_size": 4, **params}
     return SigLIPImageEmbedder(model_dir, **params)
 
 

@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from skclipxray import ImageEmbedder, SigLIPImageEmbedder
 from skclipxray._backbone import checkpoint_info, load_backbone
-from skclipxray._device_preprocessing import DevicePreprocessor
+from skclipxray._preprocessing import DevicePreprocessor
 from skclipxray._keys import cache_namespace
 from skclipxray._preprocessing import (
     PilPreprocessor,

@@ -137,8 +137,9 @@ class ImageEmbedder(TransformerMixin, BaseEstimator):
         ``"cuda:N"`` or ``"mps"``.
     dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
         Precision of the vision tower; embeddings are always returned as
-        float32. ``"auto"`` is float32 on the CPU and half precision on GPUs.
-        See Notes for the trade-off.
+        float32. ``"auto"`` follows the hardware: bfloat16 on CPUs that
+        multiply it in hardware (AVX512-BF16 or AMX), float32 on other CPUs,
+        half precision on GPUs. See Notes for the trade-off.
     batch_size : int, default=16
         Images per forward pass. Large batches keep a GPU busy. On a CPU a
         512 px checkpoint already gives each matrix product 1,024 rows per

@@ -21,7 +21,7 @@ from numbers import Integral
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fit_context, clone
 from sklearn.model_selection import GroupKFold, check_cv
 from sklearn.utils import _safe_indexing, get_tags, indexable
 from sklearn.utils.multiclass import check_classification_targets
@@ -270,13 +270,42 @@ class OutOfFoldClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     A subclass has the parameters ``estimator``, ``cv`` and ``n_jobs``, sets
     ``_response`` (:func:`positive_probabilities` or :func:`positive_logits`:
-    what it learns from), and implements ``_fit_labels(Y, out_of_fold)``,
-    which learns from the usable scores of each label. ``fit`` reads ``y``, makes the out-of-fold
-    probabilities (or, with ``cv="prefit"``, the fitted estimator's on the
-    data given), refits the estimator on all the data, and calls it.
+    what it learns from), and implements ``_fit_labels(Y, out_of_fold,
+    settings)``, which learns from the usable scores of each label, and
+    ``_check_settings()``, which checks what the declared constraints cannot
+    and returns it for ``_fit_labels``. :meth:`fit` reads ``y``, makes the
+    out-of-fold scores (or, with ``cv="prefit"``, the fitted estimator's on
+    the data given), refits the estimator on all the data, and calls it.
     """
 
-    def _fit(self, X, y, groups, fit_params):
+    def _check_settings(self):
+        return None
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y, groups=None, **fit_params):
+        """Fit the folds, learn each label's map or threshold, refit ``estimator`` on all data.
+
+        Parameters
+        ----------
+        X : array-like or list of images
+            What ``estimator`` takes.
+        y : array-like or DataFrame of shape (n_samples, n_labels), or (n_samples,)
+            0/1 labels (a DataFrame's columns name them), or a binary target.
+        groups : array-like of shape (n_samples,), optional
+            Patient ids: an int ``cv`` then keeps each patient's images in
+            one fold.
+        **fit_params
+            Passed to ``estimator.fit`` (per-sample ones sliced per fold).
+
+        Returns
+        -------
+        self
+        """
+        # Checked before any fold is fitted: a typo should not cost a cross-validation.
+        settings = self._check_settings()
+        return self._fit(X, y, groups, fit_params, settings)
+
+    def _fit(self, X, y, groups, fit_params, settings):
         Y, self.task_, labels = check_target(y, type(self).__name__)
         if self.task_ == "multilabel":
             self.labels_ = labels
@@ -312,7 +341,7 @@ class OutOfFoldClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self.n_features_in_ = self.estimator_.n_features_in_
         if hasattr(self.estimator_, "feature_names_in_"):
             self.feature_names_in_ = self.estimator_.feature_names_in_
-        self._fit_labels(Y, out_of_fold)
+        self._fit_labels(Y, out_of_fold, settings)
         return self
 
     def _positive_probabilities(self, X):

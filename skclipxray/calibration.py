@@ -13,7 +13,6 @@ from numbers import Integral
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
-from sklearn.base import _fit_context
 from sklearn.isotonic import IsotonicRegression
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import HasMethods, StrOptions
@@ -184,29 +183,7 @@ class MultilabelCalibratedClassifierCV(OutOfFoldClassifier):
         self.cv = cv
         self.n_jobs = n_jobs
 
-    @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y, groups=None, **fit_params):
-        """Fit the folds, the per-label maps and ``estimator`` on all the data.
-
-        Parameters
-        ----------
-        X : array-like or list of images
-            What ``estimator`` takes.
-        y : array-like or DataFrame of shape (n_samples, n_labels), or (n_samples,)
-            0/1 labels (a DataFrame's columns name them), or a binary target.
-        groups : array-like of shape (n_samples,), optional
-            Patient ids: an int ``cv`` then keeps each patient's images in
-            one fold.
-        **fit_params
-            Passed to ``estimator.fit`` (per-sample ones sliced per fold).
-
-        Returns
-        -------
-        self
-        """
-        return self._fit(X, y, groups, fit_params)
-
-    def _fit_labels(self, Y, out_of_fold):
+    def _fit_labels(self, Y, out_of_fold, settings):
         n_labels = Y.shape[1]
         self.uncalibrated_labels_ = []
         if self.method == "isotonic":

@@ -11,7 +11,6 @@ saved file.
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, StrOptions
 
 from ._out_of_fold import OutOfFoldClassifier, positive_probabilities
@@ -136,41 +135,17 @@ class MultilabelTunedThresholdClassifierCV(OutOfFoldClassifier):
         self.cv = cv
         self.n_jobs = n_jobs
 
-    @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y, groups=None, **fit_params):
-        """Fit the folds, tune the thresholds, and fit ``estimator`` on all the data.
+    def _check_settings(self):
+        return _check_objective(self.objective)
 
-        Parameters
-        ----------
-        X : array-like or list of images
-            What ``estimator`` takes.
-        y : array-like or DataFrame of shape (n_samples, n_labels), or (n_samples,)
-            0/1 labels (a DataFrame's columns name them), or a binary target.
-        groups : array-like of shape (n_samples,), optional
-            Patient ids: an int ``cv`` then keeps each patient's images in
-            one fold.
-        **fit_params
-            Passed to ``estimator.fit`` (per-sample ones sliced per fold).
-
-        Returns
-        -------
-        self
-        """
-        # Checked before any fold is fitted: a typo should not cost a cross-validation.
-        self._objective = _check_objective(self.objective)
-        try:
-            return self._fit(X, y, groups, fit_params)
-        finally:
-            del self._objective  # the parameter holds it; the fitted state need not
-
-    def _fit_labels(self, Y, out_of_fold):
+    def _fit_labels(self, Y, out_of_fold, objective):
         tables = []
         for k, name in enumerate(self._label_names):
             rows = out_of_fold.usable[:, k]
             tables.append(
                 _tune_thresholds_table(
                     Y[rows, k : k + 1], out_of_fold.scores[rows, k : k + 1],
-                    self._objective, [name],
+                    objective, [name],
                 )
             )
         self.tuning_results_ = {

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from ._pixels import ImageReadWarning, _array_to_rgb, _failure, _min_max_to_uint8, _Unreadable
+from ._pixels import ImageReadWarning, _failure, _min_max_to_uint8, _Unreadable
 
 _DICOM_INSTALL_HINT = 'pip install "skclipxray[dicom]"'
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -36,10 +36,6 @@ def _starts_like_dicom(head):
     0x0002, in little endian.
     """
     return len(head) >= 8 and head[1] == 0 and head[0] in (0x02, 0x08) and head[3] == 0
-
-
-def _dicom_to_rgb(fh):
-    return _array_to_rgb(_read_dicom_pixels(fh))
 
 
 def _read_dicom_pixels(fh):

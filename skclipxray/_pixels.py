@@ -28,10 +28,6 @@ def _failure(what, exc):
     return _Unreadable(f"{what} ({type(exc).__name__}: {exc})")
 
 
-def _array_to_rgb(array):
-    return _array_to_image(array)
-
-
 def _array_to_image(array, grayscale=False):
     """The 8-bit image of an array: RGB, or ``"L"`` if ``grayscale`` and it has one plane."""
     if array.ndim == 3 and array.shape[-1] in (1, 3, 4):

@@ -103,14 +103,19 @@ def positive_probabilities(estimator, X, n_labels, *, name="estimator"):
     proba = np.asarray(proba, dtype=np.float64)
     if n_labels == 1 and proba.ndim == 2 and proba.shape[1] == 2:
         proba = proba[:, 1:]
-    if proba.ndim != 2 or proba.shape[1] != n_labels:
+    return _checked(proba, n_labels, f"The {name}'s predict_proba", "probability")
+
+
+def _checked(values, n_labels, source, what):
+    """``values`` if they are finite and ``(n, n_labels)``; else a ValueError naming ``source``."""
+    if values.ndim != 2 or values.shape[1] != n_labels:
         raise ValueError(
-            f"The {name}'s predict_proba gives shape {proba.shape}; expected "
-            f"({len(proba)}, {n_labels}), one probability per label of y."
+            f"{source} gives shape {values.shape}; expected ({len(values)}, {n_labels}), "
+            f"one {what} per label of y."
         )
-    if not np.isfinite(proba).all():
-        raise ValueError(f"The {name}'s predict_proba gives NaN or infinite values.")
-    return proba
+    if not np.isfinite(values).all():
+        raise ValueError(f"{source} gives NaN or infinite values.")
+    return values
 
 
 def positive_logits(estimator, X, n_labels, *, name="estimator"):
@@ -128,14 +133,7 @@ def positive_logits(estimator, X, n_labels, *, name="estimator"):
     scores = np.asarray(estimator.decision_function(X), dtype=np.float64)
     if scores.ndim == 1 and n_labels == 1:
         scores = scores[:, None]
-    if scores.ndim != 2 or scores.shape[1] != n_labels:
-        raise ValueError(
-            f"The {name}'s decision_function gives shape {scores.shape}; expected "
-            f"({len(scores)}, {n_labels}), one logit per label of y."
-        )
-    if not np.isfinite(scores).all():
-        raise ValueError(f"The {name}'s decision_function gives NaN or infinite values.")
-    return scores
+    return _checked(scores, n_labels, f"The {name}'s decision_function", "logit")
 
 
 class OutOfFold:
